@@ -1,0 +1,49 @@
+# ccplant — entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+TESTENV_DIR ?= target/testenv
+TESTENV = $(CARGO) run --quiet --locked -p ccplant-testenv --
+
+.PHONY: help test lint crds testenv-bins testenv-up testenv-down demo demo-down prerequisites
+
+help:
+	@echo "make test          all tests (builds the local control plane on first use)"
+	@echo "make lint          cargo fmt --check and clippy -D warnings"
+	@echo "make crds          regenerate crds/ and charts/ccplant/crds/"
+	@echo "make testenv-up    start the local control plane, print 'export KUBECONFIG=…'"
+	@echo "make testenv-down  stop it"
+	@echo "make demo          local control plane + CRDs + examples (no cluster needed)"
+
+prerequisites:
+	@command -v go >/dev/null || { echo "Go >= 1.25 is required to build the control plane (https://go.dev/dl)"; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "Rust (cargo) is required (https://rustup.rs)"; exit 1; }
+
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm
+# from Go modules into ~/.cache/ccplant-testenv/<versions>/ (once; later runs take a second).
+testenv-bins: prerequisites
+	@bash crates/testenv/scripts/build-binaries.sh >/dev/null
+
+test: testenv-bins
+	$(CARGO) build --locked --workspace --all-targets
+	$(CARGO) test --locked --workspace --no-fail-fast
+
+lint: prerequisites
+	rustup component add rustfmt clippy >/dev/null 2>&1 || true
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+crds:
+	$(CARGO) run --quiet --locked -p ccplant-operator -- crd --output-dir crds
+	cp crds/*.yaml charts/ccplant/crds/
+
+testenv-up: testenv-bins
+	@$(TESTENV) up --dir $(TESTENV_DIR)
+
+testenv-down:
+	@$(TESTENV) down --dir $(TESTENV_DIR)
+
+demo: testenv-bins
+	@bash crates/testenv/scripts/demo.sh "$(TESTENV_DIR)"
+
+demo-down: testenv-down

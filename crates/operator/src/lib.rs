@@ -1,0 +1,5 @@
+//! The ccplant operator library.
+
+pub mod crdgen;
+
+pub use crdgen::crd_documents;
