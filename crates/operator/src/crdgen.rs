@@ -18,3 +18,51 @@ pub fn crd_documents() -> Result<Vec<(String, String)>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// `crds/` and `charts/ccplant/crds/` must hold exactly what `make crds` generates.
+    #[test]
+    fn committed_crds_are_up_to_date_in_both_places() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let docs = crd_documents().unwrap();
+        assert_eq!(docs.len(), 2);
+        for dir in ["crds", "charts/ccplant/crds"] {
+            let mut committed: Vec<String> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".yaml"))
+                .collect();
+            committed.sort();
+            let mut expected: Vec<String> = docs.iter().map(|(f, _)| f.clone()).collect();
+            expected.sort();
+            assert_eq!(committed, expected, "files in {dir}/ (run `make crds`)");
+            for (file, yaml) in &docs {
+                let on_disk = std::fs::read_to_string(root.join(dir).join(file)).unwrap();
+                assert!(
+                    on_disk == *yaml,
+                    "{dir}/{file} is stale: run `make crds` and commit the result"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn file_names_are_plural_dot_group() {
+        let names: Vec<String> = crd_documents()
+            .unwrap()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "agentsessions.ccplant.io.yaml",
+                "githubtasks.ccplant.io.yaml"
+            ]
+        );
+    }
+}
