@@ -24,9 +24,13 @@ prerequisites:
 testenv-bins: prerequisites
 	@bash crates/testenv/scripts/build-binaries.sh >/dev/null
 
+# The last line sums every test binary's result ("N passed, N failed").
 test: testenv-bins
 	$(CARGO) build --locked --workspace --all-targets
-	$(CARGO) test --locked --workspace --no-fail-fast
+	@mkdir -p target; rc=0; \
+	$(CARGO) test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee target/test-output.log || rc=$$?; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log; \
+	exit $$rc
 
 lint: prerequisites
 	rustup component add rustfmt clippy >/dev/null 2>&1 || true
