@@ -11,14 +11,23 @@ fn testenv() -> Command {
 /// Running (not a zombie) and still the process `up` started (not a recycled pid).
 fn alive(pid: i64, start_ticks: u64) -> bool {
     let pid = i32::try_from(pid).unwrap();
-    ccplant_testenv::process::ManagedProcess::adopt("p", pid, start_ticks, "/dev/null".into()).is_same_process_alive()
+    ccplant_testenv::process::ManagedProcess::adopt("p", pid, start_ticks, "/dev/null".into())
+        .is_same_process_alive()
 }
 
 #[test]
 fn up_starts_a_detached_control_plane_and_down_stops_every_process() {
     let dir = std::env::temp_dir().join(format!("ccplant-testenv-updown-{}", std::process::id()));
-    let up = testenv().args(["up", "--dir"]).arg(&dir).output().expect("run up");
-    assert!(up.status.success(), "up failed: {}", String::from_utf8_lossy(&up.stderr));
+    let up = testenv()
+        .args(["up", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("run up");
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     let stdout = String::from_utf8_lossy(&up.stdout);
     let kubeconfig = stdout
         .trim()
@@ -33,17 +42,34 @@ fn up_starts_a_detached_control_plane_and_down_stops_every_process() {
         .unwrap()
         .iter()
         .map(|p| {
-            (p["name"].as_str().unwrap().to_string(), p["pid"].as_i64().unwrap(), p["startTicks"].as_u64().unwrap())
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["pid"].as_i64().unwrap(),
+                p["startTicks"].as_u64().unwrap(),
+            )
         })
         .collect();
     let names: Vec<&str> = procs.iter().map(|p| p.0.as_str()).collect();
-    assert_eq!(names, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]);
+    assert_eq!(
+        names,
+        [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok"
+        ]
+    );
     for (name, pid, ticks) in &procs {
         assert!(alive(*pid, *ticks), "{name} ({pid}) running after up");
     }
 
     // A second `up` on the same directory reuses what runs.
-    let again = testenv().args(["up", "--dir"]).arg(&dir).output().expect("run up again");
+    let again = testenv()
+        .args(["up", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("run up again");
     assert!(again.status.success());
     assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
 
@@ -54,12 +80,27 @@ fn up_starts_a_detached_control_plane_and_down_stops_every_process() {
         .output()
         .unwrap();
     let nodes = String::from_utf8_lossy(&nodes.stdout);
-    assert_eq!(nodes.lines().collect::<Vec<_>>(), ["kwok-node-0=True", "kwok-node-1=True"], "{nodes}");
+    assert_eq!(
+        nodes.lines().collect::<Vec<_>>(),
+        ["kwok-node-0=True", "kwok-node-1=True"],
+        "{nodes}"
+    );
 
-    let down = testenv().args(["down", "--dir"]).arg(&dir).output().expect("run down");
-    assert!(down.status.success(), "down failed: {}", String::from_utf8_lossy(&down.stderr));
+    let down = testenv()
+        .args(["down", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("run down");
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     for (name, pid, ticks) in &procs {
-        assert!(!alive(*pid, *ticks), "{name} ({pid}) still running after down");
+        assert!(
+            !alive(*pid, *ticks),
+            "{name} ({pid}) still running after down"
+        );
     }
     assert!(!dir.exists(), "down removes {}", dir.display());
 }
