@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod certs;
 pub mod controlplane;
+pub mod fake_github;
 pub mod process;
 
 pub use binaries::Binaries;
