@@ -1,0 +1,306 @@
+//! Finding an earlier attempt's effect by its marker, newest first, in bounded pages.
+
+use crate::common::*;
+use anyhow::Result;
+use ccplant_github::{CLOCK_SKEW_ALLOWANCE, NewIssue, NewPull};
+use chrono::{SecondsFormat, TimeDelta};
+
+fn issue(title: &str) -> NewIssue {
+    NewIssue {
+        title: title.into(),
+        body: format!("about {title}"),
+        ..NewIssue::default()
+    }
+}
+
+fn issue_page(page: &str) -> Req {
+    get(
+        "/repos/octo/hello/issues",
+        &[
+            ("state", "all"),
+            ("sort", "created"),
+            ("direction", "desc"),
+            ("per_page", "3"),
+            ("page", page),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn find_issue_by_marker_walks_newest_first_over_three_pages_and_skips_pulls() -> Result<()> {
+    let env = Env::start().await?;
+    let client = env.token_builder(TOKEN).page_size(3).build()?;
+    let marker = task_marker("wanted");
+    let wanted = client
+        .create_issue(&env.repo, &issue("wanted"), &marker)
+        .await?;
+    // A pull request carrying the same marker is listed by the issues endpoint too; it must
+    // not be taken for the issue.
+    env.push("feature", "work", now_secs());
+    client
+        .create_pull(
+            &env.repo,
+            &NewPull {
+                head: "feature".into(),
+                base: "main".into(),
+                title: "pr".into(),
+                body: String::new(),
+                draft: false,
+            },
+            &marker,
+        )
+        .await?;
+    for i in 0..6 {
+        client
+            .create_issue(
+                &env.repo,
+                &issue(&format!("other {i}")),
+                &task_marker(&format!("other-{i}")),
+            )
+            .await?;
+    }
+    env.fake.clear_requests();
+
+    let found = client
+        .find_issue_by_marker(&env.repo, &marker, None)
+        .await?;
+
+    assert_eq!(found.as_ref().map(|i| i.number), Some(wanted.number));
+    assert_eq!(found, Some(wanted));
+    assert_eq!(
+        env.requests(),
+        vec![issue_page("1"), issue_page("2"), issue_page("3")]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_issue_by_marker_stops_at_the_page_bound_and_when_nothing_matches() -> Result<()> {
+    let env = Env::start().await?;
+    let client = env
+        .token_builder(TOKEN)
+        .page_size(3)
+        .lookup_max_pages(2)
+        .build()?;
+    let marker = task_marker("wanted");
+    client
+        .create_issue(&env.repo, &issue("wanted"), &marker)
+        .await?;
+    for i in 0..6 {
+        client
+            .create_issue(
+                &env.repo,
+                &issue(&format!("other {i}")),
+                &task_marker(&format!("other-{i}")),
+            )
+            .await?;
+    }
+    env.fake.clear_requests();
+    // The wanted issue is on page 3, beyond the bound of two pages.
+    assert_eq!(
+        client
+            .find_issue_by_marker(&env.repo, &marker, None)
+            .await?,
+        None
+    );
+    assert_eq!(env.requests(), vec![issue_page("1"), issue_page("2")]);
+
+    env.fake.clear_requests();
+    let unbounded = env.token_builder(TOKEN).page_size(3).build()?;
+    let missing = task_marker("never-written");
+    assert_eq!(
+        unbounded
+            .find_issue_by_marker(&env.repo, &missing, None)
+            .await?,
+        None
+    );
+    assert_eq!(
+        env.requests(),
+        vec![issue_page("1"), issue_page("2"), issue_page("3")]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_issue_by_marker_since_bounds_the_walk() -> Result<()> {
+    let env = Env::start().await?;
+    let client = env.token_builder(TOKEN).page_size(3).build()?;
+    let marker = task_marker("wanted");
+    let created = client
+        .create_issue(&env.repo, &issue("wanted"), &marker)
+        .await?;
+
+    // An attempt that started (by the operator's clock) just before the issue was created.
+    let attempt = now_secs() - TimeDelta::seconds(5);
+    env.fake.clear_requests();
+    let found = client
+        .find_issue_by_marker(&env.repo, &marker, Some(attempt))
+        .await?;
+    assert_eq!(found.map(|i| i.number), Some(created.number));
+    let since = (attempt - CLOCK_SKEW_ALLOWANCE).to_rfc3339_opts(SecondsFormat::Secs, true);
+    assert_eq!(
+        env.requests(),
+        vec![get(
+            "/repos/octo/hello/issues",
+            &[
+                ("state", "all"),
+                ("sort", "created"),
+                ("direction", "desc"),
+                ("since", &since),
+                ("per_page", "3"),
+                ("page", "1"),
+            ]
+        )]
+    );
+
+    // An attempt that started an hour after the issue: older issues are not this attempt's.
+    let later = now_secs() + TimeDelta::hours(1);
+    assert_eq!(
+        client
+            .find_issue_by_marker(&env.repo, &marker, Some(later))
+            .await?,
+        None
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_comment_by_marker_reads_the_last_page_first() -> Result<()> {
+    let env = Env::start().await?;
+    let client = env.token_builder(TOKEN).page_size(3).build()?;
+    let parent = client
+        .create_issue(&env.repo, &issue("parent"), &task_marker("parent"))
+        .await?;
+    let marker = task_marker("trigger");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let m = if i == 1 {
+            marker.clone()
+        } else {
+            task_marker(&format!("c{i}"))
+        };
+        ids.push(
+            client
+                .create_comment(&env.repo, parent.number, "hi", &m)
+                .await?
+                .id,
+        );
+    }
+    env.fake.clear_requests();
+
+    let found = client
+        .find_comment_by_marker(&env.repo, parent.number, &marker)
+        .await?;
+
+    assert_eq!(found.map(|c| c.id), Some(ids[1]));
+    let page = |p: &str| {
+        get(
+            "/repos/octo/hello/issues/1/comments",
+            &[("per_page", "3"), ("page", p)],
+        )
+    };
+    // Page 1 tells where the end is; then newest to oldest: 3, 2, and page 1's items last.
+    assert_eq!(env.requests(), vec![page("1"), page("3"), page("2")]);
+
+    env.fake.clear_requests();
+    let newest = client
+        .create_comment(&env.repo, parent.number, "again", &marker)
+        .await?;
+    env.fake.clear_requests();
+    let found = client
+        .find_comment_by_marker(&env.repo, parent.number, &marker)
+        .await?;
+    assert_eq!(found.map(|c| c.id), Some(newest.id));
+    assert_eq!(env.requests(), vec![page("1"), page("3")]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_review_and_pull_by_marker() -> Result<()> {
+    let env = Env::start().await?;
+    let sha = env.push("feature", "work", now_secs());
+    env.push("other", "more work", now_secs());
+    let author = env.token_builder(TOKEN).page_size(3).build()?;
+    let pr_marker = task_marker("open-pr");
+    let pull = author
+        .create_pull(
+            &env.repo,
+            &NewPull {
+                head: "feature".into(),
+                base: "main".into(),
+                title: "work".into(),
+                body: "body".into(),
+                draft: false,
+            },
+            &pr_marker,
+        )
+        .await?;
+    author
+        .create_pull(
+            &env.repo,
+            &NewPull {
+                head: "other".into(),
+                base: "main".into(),
+                title: "other".into(),
+                body: "body".into(),
+                draft: false,
+            },
+            &task_marker("other-pr"),
+        )
+        .await?;
+    let reviewer = env.token_builder(REVIEWER_TOKEN).page_size(3).build()?;
+    let marker = task_marker("approve");
+    let wanted = reviewer
+        .approve(&env.repo, pull.number, "LGTM", &sha, &marker)
+        .await?;
+    for i in 0..3 {
+        reviewer
+            .approve(
+                &env.repo,
+                pull.number,
+                "LGTM",
+                &sha,
+                &task_marker(&format!("r{i}")),
+            )
+            .await?;
+    }
+    env.fake.clear_requests();
+
+    let found = reviewer
+        .find_review_by_marker(&env.repo, pull.number, &marker)
+        .await?;
+    assert_eq!(found.map(|r| r.id), Some(wanted.id));
+    let page = |p: &str| {
+        get(
+            "/repos/octo/hello/pulls/1/reviews",
+            &[("per_page", "3"), ("page", p)],
+        )
+    };
+    assert_eq!(env.requests(), vec![page("1"), page("2")]);
+    assert_eq!(
+        reviewer
+            .find_review_by_marker(&env.repo, pull.number, &task_marker("none"))
+            .await?,
+        None
+    );
+
+    env.fake.clear_requests();
+    let found = author
+        .find_pull_by_marker(&env.repo, &pr_marker, Some(now_secs()))
+        .await?;
+    assert_eq!(found.map(|p| p.number), Some(pull.number));
+    assert_eq!(
+        env.requests(),
+        vec![get(
+            "/repos/octo/hello/pulls",
+            &[
+                ("state", "all"),
+                ("sort", "created"),
+                ("direction", "desc"),
+                ("per_page", "3"),
+                ("page", "1"),
+            ]
+        )]
+    );
+    Ok(())
+}
