@@ -666,6 +666,11 @@ pub struct TaskResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_branch: Option<String>,
 
+    /// Head commit of the pull request when the task chose it: the commit the review
+    /// approved and the merge requires, so a retry never merges a head that moved since.
+    #[serde(rename = "headSHA", default, skip_serializing_if = "Option::is_none")]
+    pub head_sha: Option<String>,
+
     /// Id of the approving review.
     #[serde(rename = "reviewID", default, skip_serializing_if = "Option::is_none")]
     pub review_id: Option<i64>,

@@ -1,5 +1,12 @@
-//! The ccplant operator library.
+//! The ccplant operator library: configuration, controllers and their runtime.
 
+pub mod config;
+pub mod context;
 pub mod crdgen;
+pub mod credentials;
+pub mod github_task;
+pub mod run;
+pub mod telemetry;
+pub mod time;
 
 pub use crdgen::crd_documents;

@@ -1,7 +1,7 @@
 //! `ccplant-operator`: the ccplant Kubernetes operator.
 //!
-//! This build has one subcommand, `crd`, which prints (or writes) the CustomResourceDefinitions.
-//! The controllers arrive in later releases; see README.md for what works today.
+//! `ccplant-operator run` (the default) runs the controllers; `ccplant-operator crd` prints the
+//! CustomResourceDefinitions. See README.md for what works today.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -15,11 +15,13 @@ use std::path::PathBuf;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator (the default when no subcommand is given).
+    Run(Box<ccplant_operator::config::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (multi-document), or write one file per CRD.
     Crd {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
@@ -30,7 +32,20 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    let command = match cli.command {
+        Some(c) => c,
+        None => Cli::parse_from(["ccplant-operator", "run"])
+            .command
+            .context("run")?,
+    };
+    match command {
+        Command::Run(args) => {
+            ccplant_operator::telemetry::init(args.log_format, &args.log_level)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(ccplant_operator::run::run(*args))?;
+        }
         Command::Crd { output_dir } => {
             let docs = ccplant_operator::crd_documents()?;
             match output_dir {

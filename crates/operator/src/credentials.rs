@@ -1,0 +1,270 @@
+//! GitHub credentials from Secrets the operator is pointed at (it only `get`s them; it never lists
+//! or watches Secrets), and one GitHub client per credential, reused across reconciles.
+
+use ccplant_api::{SecretReference, secret_keys};
+use ccplant_github::{Credentials, GitHubClient as GitHub, Timeouts};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Why credentials could not be loaded; each names what the user must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} {problem}")]
+    InvalidSecret {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+    #[error(
+        "no GitHub credentials: set spec.github.secretRef or start the operator with --default-github-secret"
+    )]
+    NoSecretConfigured,
+    #[error("reading Secret {namespace}/{name}: {source}")]
+    Kube {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Where to read the credentials of an object: its own secretRef (in its namespace) or the
+/// operator's default ("name" in the operator's namespace, or "namespace/name").
+pub fn secret_location(
+    secret_ref: Option<&SecretReference>,
+    object_namespace: &str,
+    default_secret: Option<&str>,
+    operator_namespace: &str,
+) -> Option<(String, String)> {
+    if let Some(r) = secret_ref {
+        return Some((object_namespace.to_string(), r.name.clone()));
+    }
+    let default = default_secret?;
+    Some(match default.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (operator_namespace.to_string(), default.to_string()),
+    })
+}
+
+fn field(secret: &Secret, key: &str) -> Option<String> {
+    let data = secret.data.as_ref()?.get(key)?;
+    let text = String::from_utf8(data.0.clone()).ok()?;
+    let trimmed = text.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+/// Reads `token`, or `app-id` + `private-key` + `installation-id`.
+pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
+    if let Some(token) = field(secret, secret_keys::TOKEN) {
+        return Ok(Credentials::Token(SecretString::from(token)));
+    }
+    let app_id = field(secret, secret_keys::APP_ID);
+    let key = field(secret, secret_keys::PRIVATE_KEY);
+    let installation = field(secret, secret_keys::INSTALLATION_ID);
+    match (app_id, key, installation) {
+        (None, None, None) => Err(format!(
+            "has neither the key \"{}\" nor the keys \"{}\", \"{}\" and \"{}\"",
+            secret_keys::TOKEN,
+            secret_keys::APP_ID,
+            secret_keys::PRIVATE_KEY,
+            secret_keys::INSTALLATION_ID
+        )),
+        (Some(app_id), Some(key), Some(installation)) => {
+            let app_id = app_id
+                .parse::<u64>()
+                .map_err(|_| format!("key \"{}\" is not a number", secret_keys::APP_ID))?;
+            let installation_id = installation
+                .parse::<u64>()
+                .map_err(|_| format!("key \"{}\" is not a number", secret_keys::INSTALLATION_ID))?;
+            Ok(Credentials::App {
+                app_id,
+                private_key: SecretString::from(key),
+                installation_id,
+            })
+        }
+        (app, key, inst) => {
+            let missing: Vec<&str> = [
+                (app.is_none(), secret_keys::APP_ID),
+                (key.is_none(), secret_keys::PRIVATE_KEY),
+                (inst.is_none(), secret_keys::INSTALLATION_ID),
+            ]
+            .into_iter()
+            .filter_map(|(m, k)| m.then_some(k))
+            .collect();
+            Err(format!(
+                "lacks the GitHub App key(s) {}",
+                missing.join(", ")
+            ))
+        }
+    }
+}
+
+/// GitHub clients by Secret (namespace, name, resourceVersion): a changed Secret gets a new
+/// client, an unchanged one keeps its cached installation token and pacing state.
+pub struct GitHubClients {
+    api_url: String,
+    timeouts: Timeouts,
+    clients: Mutex<HashMap<(String, String), (String, GitHub)>>,
+}
+
+impl std::fmt::Debug for GitHubClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubClients").finish_non_exhaustive()
+    }
+}
+
+impl GitHubClients {
+    pub fn new(api_url: &str, timeout: std::time::Duration) -> Self {
+        let timeouts = Timeouts {
+            connect: timeout.min(std::time::Duration::from_secs(10)),
+            read: timeout,
+            request: timeout,
+        };
+        Self {
+            api_url: api_url.to_string(),
+            timeouts,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for the Secret `namespace/name` (one `get` of the Secret per call).
+    pub async fn client(
+        &self,
+        kube: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<GitHub, CredentialsError> {
+        let secrets: Api<Secret> = Api::namespaced(kube.clone(), namespace);
+        let secret = match secrets.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(CredentialsError::SecretNotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                });
+            }
+            Err(source) => {
+                return Err(CredentialsError::Kube {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    source,
+                });
+            }
+        };
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let key = (namespace.to_string(), name.to_string());
+        if let Ok(clients) = self.clients.lock()
+            && let Some((v, client)) = clients.get(&key)
+            && *v == version
+        {
+            return Ok(client.clone());
+        }
+        let creds = credentials_from_secret(&secret).map_err(|problem| {
+            CredentialsError::InvalidSecret {
+                namespace: namespace.into(),
+                name: name.into(),
+                problem,
+            }
+        })?;
+        let client = GitHub::builder(creds)
+            .api_url(self.api_url.clone())
+            .timeouts(self.timeouts)
+            .build()
+            .map_err(|e| CredentialsError::InvalidSecret {
+                namespace: namespace.into(),
+                name: name.into(),
+                problem: format!("cannot be used: {e}"),
+            })?;
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.insert(key, (version, client.clone()));
+        }
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reads_a_token_or_a_complete_app() {
+        assert!(matches!(
+            credentials_from_secret(&secret(&[("token", "ghp_x\n")])),
+            Ok(Credentials::Token(_))
+        ));
+        let app = credentials_from_secret(&secret(&[
+            ("app-id", "42"),
+            ("private-key", "-----BEGIN RSA PRIVATE KEY-----"),
+            ("installation-id", "7"),
+        ]));
+        assert!(matches!(
+            app,
+            Ok(Credentials::App {
+                app_id: 42,
+                installation_id: 7,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn explains_what_is_missing_or_malformed() {
+        assert_eq!(
+            credentials_from_secret(&secret(&[])).err().unwrap(),
+            "has neither the key \"token\" nor the keys \"app-id\", \"private-key\" and \"installation-id\""
+        );
+        assert_eq!(
+            credentials_from_secret(&secret(&[("app-id", "42")]))
+                .err()
+                .unwrap(),
+            "lacks the GitHub App key(s) private-key, installation-id"
+        );
+        assert_eq!(
+            credentials_from_secret(&secret(&[
+                ("app-id", "x"),
+                ("private-key", "k"),
+                ("installation-id", "1")
+            ]))
+            .err()
+            .unwrap(),
+            "key \"app-id\" is not a number"
+        );
+    }
+
+    #[test]
+    fn secret_location_prefers_the_objects_ref_then_the_default() {
+        let r = SecretReference::new("mine");
+        assert_eq!(
+            secret_location(Some(&r), "team", Some("d"), "ops"),
+            Some(("team".into(), "mine".into()))
+        );
+        assert_eq!(
+            secret_location(None, "team", Some("d"), "ops"),
+            Some(("ops".into(), "d".into()))
+        );
+        assert_eq!(
+            secret_location(None, "team", Some("x/d"), "ops"),
+            Some(("x".into(), "d".into()))
+        );
+        assert_eq!(secret_location(None, "team", None, "ops"), None);
+    }
+}

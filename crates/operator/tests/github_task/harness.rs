@@ -1,0 +1,273 @@
+//! A test's world: a namespace on the real control plane, a fake GitHub, and the operator
+//! binary running as a separate process (so tests can SIGKILL it) scoped to that namespace.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use ccplant_api::{GitHubTask, GitHubTaskPhase};
+use ccplant_testenv::fake_github::FakeGitHub;
+use ccplant_testenv::{TestEnv, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const TOKEN: &str = "ghp_ccplantTestToken0000000000000000000000";
+pub const BOT: &str = "ccplant-bot";
+pub const SECRET: &str = "github-token";
+
+/// Installs the CRDs once per test binary (client-side apply of the committed files).
+pub fn install_crds() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = TestEnv::global()
+            .kubectl()
+            .arg("apply")
+            .arg("-f")
+            .arg(root.join("crds"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = TestEnv::global()
+            .kubectl()
+            .args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .args(["crd/agentsessions.ccplant.io", "crd/githubtasks.ccplant.io"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The operator binary as a child process.
+pub struct Operator {
+    child: Option<tokio::process::Child>,
+    args: Vec<String>,
+    log: PathBuf,
+    pub starts: u32,
+}
+
+/// Shared handle so a fake-GitHub hook can kill the operator from another thread.
+pub type SharedPid = Arc<Mutex<Option<i32>>>;
+
+impl Operator {
+    pub fn new(ns: &str, github_url: &str, extra: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("ccplant-operator-{ns}.log"));
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--namespaces".into(),
+            ns.into(),
+            "--github-api-url".into(),
+            github_url.into(),
+            "--log-format".into(),
+            "text".into(),
+            "--log-level".into(),
+            "info,ccplant_operator=debug".into(),
+            "--github-timeout".into(),
+            "5s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self {
+            child: None,
+            args,
+            log,
+            starts: 0,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccplant-operator"))
+            .args(&self.args)
+            .env("KUBECONFIG", &TestEnv::global().kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ccplant-operator");
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .and_then(|p| i32::try_from(p).ok())
+    }
+
+    /// True once the process exited (e.g. killed by a hook).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// SIGKILLs `pid` (used from fake-GitHub hooks, between a GitHub write and its status write).
+pub fn sigkill(pid: i32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+pub async fn token_secret(ns: &TestNamespace) {
+    let secrets: Api<Secret> = ns.api();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": SECRET },
+        "stringData": { "token": TOKEN },
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+pub async fn fake_with_repo() -> FakeGitHub {
+    let fake = FakeGitHub::start().await.expect("fake GitHub");
+    fake.add_token(TOKEN, BOT);
+    fake.add_repo("octo", "hello", "main");
+    fake
+}
+
+pub fn task(name: &str, spec: serde_json::Value) -> GitHubTask {
+    serde_json::from_value(json!({
+        "apiVersion": "ccplant.io/v1alpha1",
+        "kind": "GitHubTask",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+pub async fn create(ns: &TestNamespace, t: &GitHubTask) -> GitHubTask {
+    ns.api::<GitHubTask>()
+        .create(&PostParams::default(), t)
+        .await
+        .unwrap()
+}
+
+pub async fn wait_phase(
+    ns: &TestNamespace,
+    name: &str,
+    phase: GitHubTaskPhase,
+    timeout: Duration,
+) -> GitHubTask {
+    wait_for(
+        &ns.api::<GitHubTask>(),
+        name,
+        timeout,
+        &format!("phase {phase}"),
+        |t: &GitHubTask| t.phase() == Some(phase),
+    )
+    .await
+}
+
+pub fn ready(t: &GitHubTask) -> (String, String, String) {
+    let c = t
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .cloned()
+        .expect("Ready condition");
+    (c.status, c.reason, c.message)
+}
+
+pub async fn events_for(ns: &TestNamespace, name: &str) -> Vec<(String, String, String)> {
+    let events: Api<Event> = ns.api();
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Opens a pull request on octo/hello as another GitHub user (so the operator's approval is
+/// not a self-approval).
+pub async fn open_pull_as(
+    fake: &FakeGitHub,
+    token: &str,
+    head: &str,
+    title: &str,
+) -> ccplant_github::Pull {
+    let client = ccplant_github::GitHubClient::builder(ccplant_github::Credentials::Token(
+        token.to_string().into(),
+    ))
+    .api_url(fake.url())
+    .build()
+    .unwrap();
+    let repo = ccplant_github::RepoRef::new("octo", "hello");
+    let new = ccplant_github::NewPull {
+        head: head.into(),
+        base: "main".into(),
+        title: title.into(),
+        body: String::new(),
+        draft: false,
+    };
+    client
+        .create_pull(&repo, &new, "<!-- someone else -->")
+        .await
+        .unwrap()
+}
+
+/// Opens issue #1 on octo/hello as another user.
+pub async fn open_issue_as(fake: &FakeGitHub, token: &str) -> ccplant_github::Issue {
+    let client = ccplant_github::GitHubClient::builder(ccplant_github::Credentials::Token(
+        token.to_string().into(),
+    ))
+    .api_url(fake.url())
+    .build()
+    .unwrap();
+    let repo = ccplant_github::RepoRef::new("octo", "hello");
+    let new = ccplant_github::NewIssue {
+        title: "Tracking".into(),
+        ..Default::default()
+    };
+    client
+        .create_issue(&repo, &new, "<!-- someone else -->")
+        .await
+        .unwrap()
+}

@@ -1,0 +1,345 @@
+//! The GitHubTask controller against the real control plane and the fake GitHub, with the
+//! operator running as its own process.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod exactly_once;
+mod harness;
+
+use ccplant_api::{GitHubTask, GitHubTaskPhase};
+use ccplant_testenv::fake_github::{FakeGitHub, Fault, FaultKind};
+use ccplant_testenv::{TestEnv, wait_for};
+use chrono::{TimeZone, Utc};
+use harness::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use serde_json::json;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// The writes the operator made: (method, path), GETs left out.
+fn writes(fake: &FakeGitHub) -> Vec<(String, String)> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
+fn marker_of(t: &GitHubTask, ns: &str) -> String {
+    format!(
+        "<!-- ccplant:task {ns}/{} {} -->",
+        t.metadata.name.as_deref().unwrap(),
+        t.metadata.uid.as_deref().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn create_issue_with_trigger_comment_makes_two_writes_and_records_the_result() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-issue", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            let created = create(
+                &ns,
+                &task(
+                    "issue",
+                    json!({
+                        "repository": "octo/hello",
+                        "github": { "secretRef": { "name": SECRET } },
+                        "createIssue": {
+                            "title": "Add a /healthz endpoint",
+                            "body": "The load balancer needs it.",
+                            "labels": ["enhancement"],
+                            "triggerComment": "@claude implement this",
+                        },
+                    }),
+                ),
+            )
+            .await;
+            let done = wait_phase(&ns, "issue", GitHubTaskPhase::Succeeded, T).await;
+            let status = done.status.clone().unwrap();
+            let result = status.result.clone().unwrap();
+            assert_eq!(status.attempts, 1);
+            assert_eq!(result.issue_number, Some(1));
+            assert_eq!(result.url.as_deref(), fake.issues("octo", "hello")[0]["html_url"].as_str());
+            assert_eq!(result.issue_url, result.url);
+            assert!(result.comment_id.is_some());
+            assert_eq!(ready(&done).0, "True");
+
+            assert_eq!(
+                writes(&fake),
+                [
+                    ("POST".to_string(), "/repos/octo/hello/issues".to_string()),
+                    ("POST".to_string(), "/repos/octo/hello/issues/1/comments".to_string()),
+                ]
+            );
+            let marker = marker_of(&created, &ns.name);
+            let issue = &fake.issues("octo", "hello")[0];
+            assert_eq!(issue["title"], "Add a /healthz endpoint");
+            assert_eq!(issue["labels"][0]["name"], "enhancement");
+            assert_eq!(issue["body"], format!("The load balancer needs it.\n\n{marker}"));
+            let comments = fake.comments("octo", "hello", 1);
+            assert_eq!(comments.len(), 1);
+            assert_eq!(comments[0]["body"], format!("@claude implement this\n\n{marker}"));
+            assert_eq!(result.comment_id, comments[0]["id"].as_i64());
+
+            let events = events_for(&ns, "issue").await;
+            assert!(events.iter().any(|(t, r, _)| t == "Normal" && r == "Succeeded"), "{events:?}");
+
+            // A restarted operator never acts on a Succeeded task again: a second task is the
+            // barrier proving the restarted operator has reconciled what exists.
+            op.kill().await;
+            let before = fake.requests().len();
+            op.start();
+            create(
+                &ns,
+                &task("barrier", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "comment": {"issue": 1, "body": "barrier"}})),
+            )
+            .await;
+            wait_phase(&ns, "barrier", GitHubTaskPhase::Succeeded, T).await;
+            let after: Vec<_> = fake.requests()[before..].iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+            assert_eq!(after, ["POST /repos/octo/hello/issues/1/comments"], "only the barrier's write");
+            let again = ns.api::<GitHubTask>().get("issue").await.unwrap();
+            assert_eq!(again.metadata.resource_version, done.metadata.resource_version, "no status write");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn create_pull_request_picks_the_newest_branch_and_titles_it_from_the_head_commit() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-pr", |ns| async move {
+            let fake = fake_with_repo().await;
+            let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap();
+            fake.push_commit("octo", "hello", "feature-old", "Old work", t0);
+            fake.push_commit("octo", "hello", "feature-new", "Add healthz endpoint\n\nWith tests.", t0 + chrono::Duration::hours(2));
+            fake.push_commit("octo", "hello", "feature-mid", "Middle", t0 + chrono::Duration::hours(1));
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            let created = create(
+                &ns,
+                &task("pr", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createPullRequest": {"body": "Adds /healthz."}})),
+            )
+            .await;
+            let done = wait_phase(&ns, "pr", GitHubTaskPhase::Succeeded, T).await;
+            let result = done.status.clone().unwrap().result.unwrap();
+            assert_eq!(result.head_branch.as_deref(), Some("feature-new"));
+            assert_eq!(result.base_branch.as_deref(), Some("main"));
+            assert_eq!(result.pull_request_number, Some(1));
+            assert_eq!(result.url.as_deref(), fake.pulls("octo", "hello")[0]["html_url"].as_str());
+            assert_eq!(writes(&fake), [("POST".to_string(), "/repos/octo/hello/pulls".to_string())]);
+            let post = fake.requests().into_iter().find(|r| r.method == "POST").unwrap();
+            assert_eq!(
+                post.body.unwrap(),
+                json!({
+                    "head": "feature-new",
+                    "base": "main",
+                    "title": "Add healthz endpoint",
+                    "body": format!("Adds /healthz.\n\n{}", marker_of(&created, &ns.name)),
+                    "draft": false,
+                })
+            );
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn approve_and_merge_takes_the_newest_open_pull_request_and_merges_the_approved_head() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-merge", |ns| async move {
+            let fake = fake_with_repo().await;
+            let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap();
+            fake.push_commit("octo", "hello", "one", "One", t0);
+            fake.push_commit("octo", "hello", "two", "Two", t0);
+            fake.add_token("ghp_alice", "alice");
+            open_pull_as(&fake, "ghp_alice", "one", "First").await;
+            let head_sha = open_pull_as(&fake, "ghp_alice", "two", "Second").await.head.sha;
+            fake.clear_requests();
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(
+                &ns,
+                &task("merge", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "approveAndMerge": {"mergeMethod": "squash"}})),
+            )
+            .await;
+            let done = wait_phase(&ns, "merge", GitHubTaskPhase::Succeeded, T).await;
+            let result = done.status.clone().unwrap().result.unwrap();
+            assert_eq!(result.pull_request_number, Some(2));
+            assert_eq!(result.merged, Some(true));
+            assert_eq!(result.head_sha.as_deref(), Some(head_sha.as_str()));
+            assert!(result.review_id.is_some() && result.merge_commit_sha.is_some());
+            assert_eq!(
+                writes(&fake),
+                [
+                    ("POST".to_string(), "/repos/octo/hello/pulls/2/reviews".to_string()),
+                    ("PUT".to_string(), "/repos/octo/hello/pulls/2/merge".to_string()),
+                ]
+            );
+            let reqs = fake.requests();
+            let review = reqs.iter().find(|r| r.method == "POST").unwrap().body.clone().unwrap();
+            assert_eq!(review["event"], "APPROVE");
+            assert_eq!(review["commit_id"], head_sha.as_str());
+            let merge = reqs.iter().find(|r| r.method == "PUT").unwrap().body.clone().unwrap();
+            assert_eq!(merge["sha"], head_sha.as_str());
+            assert_eq!(merge["merge_method"], "squash");
+            assert_eq!(fake.pulls("octo", "hello")[0]["merged"], false, "the older PR stays open");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn user_errors_end_in_the_phase_reason_and_message_a_user_sees() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-errors", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            let gh = json!({"secretRef": {"name": SECRET}});
+            let cases = [
+                (
+                    "no-owner",
+                    json!({"repository": "hello", "github": gh, "comment": {"issue": 1, "body": "x"}}),
+                    "InvalidSpec",
+                    "repository \"hello\" names no owner and the operator has no --default-github-owner".to_string(),
+                ),
+                (
+                    "unknown-repo",
+                    json!({"repository": "octo/nope", "github": gh, "createIssue": {"title": "x"}}),
+                    "NotFound",
+                    "GitHub refused the request (404): Not Found".to_string(),
+                ),
+                (
+                    "bad-head",
+                    json!({"repository": "octo/hello", "github": gh, "createPullRequest": {"head": "no-such-branch", "title": "x"}}),
+                    "ValidationFailed",
+                    "GitHub refused the request (422): Validation Failed".to_string(),
+                ),
+            ];
+            for (name, spec, _, _) in &cases {
+                create(&ns, &task(name, spec.clone())).await;
+            }
+            for (name, _, reason, message) in &cases {
+                let failed = wait_phase(&ns, name, GitHubTaskPhase::Failed, T).await;
+                let (status, r, m) = ready(&failed);
+                assert_eq!((status.as_str(), r.as_str()), ("False", *reason), "{name}: {m}");
+                assert!(m.starts_with(message.as_str()), "{name}: message {m:?} should start with {message:?}");
+                assert_eq!(failed.status.as_ref().unwrap().message.as_deref(), Some(m.as_str()));
+                let events = events_for(&ns, name).await;
+                assert!(events.iter().any(|(t, er, _)| t == "Warning" && er == reason), "{name}: {events:?}");
+            }
+            let posts = writes(&fake);
+            assert_eq!(posts.len(), 2, "one refused write each for unknown-repo and bad-head, none retried: {posts:?}");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_keeps_the_task_pending_until_it_is_created() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-secret", |ns| async move {
+            let fake = fake_with_repo().await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(&ns, &task("t", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createIssue": {"title": "x"}}))).await;
+            let pending = wait_phase(&ns, "t", GitHubTaskPhase::Pending, T).await;
+            assert_eq!(
+                ready(&pending),
+                ("False".into(), "SecretNotFound".into(), format!("Secret {}/{SECRET} not found", ns.name))
+            );
+            let events = events_for(&ns, "t").await;
+            assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "SecretNotFound"), "{events:?}");
+            assert!(fake.requests().is_empty());
+            let created = std::time::Instant::now();
+            token_secret(&ns).await;
+            wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, Duration::from_secs(40)).await;
+            eprintln!("secret created -> Succeeded in {:.1}s", created.elapsed().as_secs_f64());
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_waits_for_the_reset_without_consuming_an_attempt() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-ratelimit", |ns| async move {
+            let fake = fake_with_repo().await;
+            fake.inject(
+                Fault::new(FaultKind::PrimaryRateLimit { reset_in: Duration::from_secs(3) })
+                    .method("POST")
+                    .path_contains("/issues"),
+            );
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(&ns, &task("t", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createIssue": {"title": "x"}}))).await;
+            let limited = wait_for(&ns.api::<GitHubTask>(), "t", T, "RateLimited=True", |t: &GitHubTask| {
+                t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "RateLimited" && c.status == "True"))
+            })
+            .await;
+            let status = limited.status.clone().unwrap();
+            let reset = ccplant_operator::time::from_k8s(&status.next_attempt_time.clone().expect("nextAttemptTime = reset"));
+            assert_eq!(status.attempts, 0, "a rate limit does not consume an attempt");
+            let done = wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, T).await;
+            assert_eq!(done.status.unwrap().attempts, 1);
+            let posts: Vec<_> = fake.requests().into_iter().filter(|r| r.method == "POST").collect();
+            assert_eq!(posts.len(), 2, "the limited POST and the one after the reset");
+            let second: chrono::DateTime<Utc> = posts[1].at.into();
+            assert!(second >= reset, "next request at {second} is not before the reset {reset}");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn two_server_errors_then_success_takes_three_attempts() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-5xx", |ns| async move {
+            let fake = fake_with_repo().await;
+            fake.inject(Fault::new(FaultKind::Status(502)).method("POST").path_contains("/issues").times(2));
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(
+                &ns,
+                &task("t", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createIssue": {"title": "x"}, "retry": {"backoff": "1s"}})),
+            )
+            .await;
+            let done = wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, T).await;
+            assert_eq!(done.status.unwrap().attempts, 3);
+            assert_eq!(fake.issues("octo", "hello").len(), 1);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn secret_values_never_reach_status_events_or_logs() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-secrets", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(&ns, &task("t", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createIssue": {"title": "x"}}))).await;
+            let done = wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, T).await;
+            let events = events_for(&ns, "t").await;
+            let everything = format!("{:?}{events:?}{}", done.status, op.log_text());
+            assert!(!everything.contains(TOKEN), "the token leaked");
+            assert!(op.log_text().contains(&ns.name), "logs carry the namespace");
+            let secret = ns.api::<Secret>().get(SECRET).await.unwrap();
+            assert!(secret.metadata.owner_references.is_none(), "a user's Secret is left alone");
+            drop(PostParams::default());
+        })
+        .await;
+}
