@@ -158,8 +158,13 @@ impl GitHubClients {
         };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let key = (namespace.to_string(), name.to_string());
-        if let Ok(clients) = self.clients.lock()
-            && let Some((v, client)) = clients.get(&key)
+        // Check, build and insert under one lock (building is synchronous and cheap), so
+        // concurrent reconciles share one client and its installation token.
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((v, client)) = clients.get(&key)
             && *v == version
         {
             return Ok(client.clone());
@@ -180,9 +185,7 @@ impl GitHubClients {
                 name: name.into(),
                 problem: format!("cannot be used: {e}"),
             })?;
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.insert(key, (version, client.clone()));
-        }
+        clients.insert(key, (version, client.clone()));
         Ok(client)
     }
 }

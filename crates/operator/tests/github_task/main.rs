@@ -343,3 +343,182 @@ async fn secret_values_never_reach_status_events_or_logs() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn the_auto_selected_head_survives_a_retry_even_when_a_newer_branch_appears() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-stable", |ns| async move {
+            let fake = fake_with_repo().await;
+            let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap();
+            fake.push_commit("octo", "hello", "first-choice", "First choice", t0);
+            fake.inject(Fault::new(FaultKind::Status(503)).method("POST").path_contains("/pulls"));
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(
+                &ns,
+                &task("pr", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createPullRequest": {}, "retry": {"backoff": "3s"}})),
+            )
+            .await;
+            let failed_once = wait_for(&ns.api::<GitHubTask>(), "pr", T, "first attempt failed", |t: &GitHubTask| {
+                t.status.as_ref().is_some_and(|s| s.attempts == 1 && s.next_attempt_time.is_some())
+            })
+            .await;
+            let recorded = failed_once.status.unwrap().result.unwrap();
+            assert_eq!(recorded.head_branch.as_deref(), Some("first-choice"), "recorded before the write");
+            // Between the failed attempt and its retry, a newer branch is pushed.
+            fake.push_commit("octo", "hello", "newer", "Newer", Utc::now());
+            let done = wait_phase(&ns, "pr", GitHubTaskPhase::Succeeded, T).await;
+            let status = done.status.unwrap();
+            assert_eq!(status.attempts, 2);
+            assert_eq!(status.result.unwrap().head_branch.as_deref(), Some("first-choice"));
+            let pulls = fake.pulls("octo", "hello");
+            assert_eq!(pulls.len(), 1);
+            assert_eq!(pulls[0]["head"]["ref"], "first-choice");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_pull_request_from_a_session_waits_for_the_session_to_succeed() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-session", |ns| async move {
+            let fake = fake_with_repo().await;
+            fake.push_commit("octo", "hello", "ccplant/fix-it", "Fix the bug", Utc::now());
+            token_secret(&ns).await;
+            let sessions = ns.api::<ccplant_api::AgentSession>();
+            let session: ccplant_api::AgentSession = serde_json::from_value(json!({
+                "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+                "metadata": {"name": "fix-it"},
+                "spec": {"agent": {"image": "ghcr.io/ccplant/agent:1"}, "repository": {"name": "octo/hello"}},
+            }))
+            .unwrap();
+            sessions.create(&PostParams::default(), &session).await.unwrap();
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(&ns, &task("pr", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createPullRequest": {"fromSession": "fix-it"}}))).await;
+            let waiting = wait_phase(&ns, "pr", GitHubTaskPhase::Pending, T).await;
+            assert_eq!(ready(&waiting).1, "Waiting");
+            assert_eq!(ready(&waiting).2, "waiting for AgentSession fix-it to succeed");
+            assert!(fake.requests().is_empty(), "nothing sent to GitHub while waiting");
+
+            // The session succeeds (its controller is not part of this test: the status is set
+            // directly); the watch on sessions wakes the task.
+            let patch = json!({"status": {"phase": "Succeeded", "workBranch": "ccplant/fix-it"}});
+            sessions
+                .patch_status("fix-it", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                .await
+                .unwrap();
+            let woke = std::time::Instant::now();
+            let done = wait_phase(&ns, "pr", GitHubTaskPhase::Succeeded, Duration::from_secs(10)).await;
+            eprintln!("session Succeeded -> pull request opened in {:.2}s", woke.elapsed().as_secs_f64());
+            let result = done.status.unwrap().result.unwrap();
+            assert_eq!(result.head_branch.as_deref(), Some("ccplant/fix-it"));
+            assert_eq!(fake.pulls("octo", "hello")[0]["title"], "Fix the bug");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_merge_from_another_task_waits_for_its_pull_request() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-chain", |ns| async move {
+            let fake = fake_with_repo().await;
+            fake.push_commit("octo", "hello", "feature", "Feature", Utc::now());
+            fake.add_token("ghp_reviewer", "reviewer");
+            token_secret(&ns).await;
+            let reviewer: Secret = serde_json::from_value(json!({"metadata": {"name": "reviewer"}, "stringData": {"token": "ghp_reviewer"}})).unwrap();
+            ns.api::<Secret>().create(&PostParams::default(), &reviewer).await.unwrap();
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            // The merge task exists first and waits.
+            create(&ns, &task("merge", json!({"repository": "octo/hello", "github": {"secretRef": {"name": "reviewer"}}, "approveAndMerge": {"fromTask": "open"}}))).await;
+            let waiting = wait_phase(&ns, "merge", GitHubTaskPhase::Pending, T).await;
+            assert_eq!(ready(&waiting).2, "waiting for GitHubTask open to exist");
+            create(&ns, &task("open", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createPullRequest": {"head": "feature"}}))).await;
+            let opened = wait_phase(&ns, "open", GitHubTaskPhase::Succeeded, T).await;
+            let merged = wait_phase(&ns, "merge", GitHubTaskPhase::Succeeded, Duration::from_secs(10)).await;
+            let number = opened.status.unwrap().result.unwrap().pull_request_number;
+            let result = merged.status.unwrap().result.unwrap();
+            assert_eq!(result.pull_request_number, number);
+            assert_eq!(result.merged, Some(true));
+            let review = &fake.reviews("octo", "hello", 1)[0];
+            assert_eq!(review["user"]["login"], "reviewer");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_task_with_github_app_credentials_uses_an_installation_token() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-app", |ns| async move {
+            let fake = fake_with_repo().await;
+            use ccplant_testenv::fake_github::test_keys::{TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+            fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "app"},
+                "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
+            }))
+            .unwrap();
+            ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            for i in 0..3 {
+                create(&ns, &task(&format!("c{i}"), json!({"repository": "octo/hello", "github": {"secretRef": {"name": "app"}}, "createIssue": {"title": format!("issue {i}")}}))).await;
+            }
+            for i in 0..3 {
+                wait_phase(&ns, &format!("c{i}"), GitHubTaskPhase::Succeeded, T).await;
+            }
+            let reqs = fake.requests();
+            let mints: Vec<_> = reqs.iter().filter(|r| r.path == "/app/installations/77/access_tokens").collect();
+            assert_eq!(mints.len(), 1, "one installation token, cached across tasks");
+            assert_eq!(mints[0].auth.as_deref(), Some("bearer-jwt"));
+            assert!(reqs.iter().filter(|r| r.method == "POST" && r.path.ends_with("/issues")).all(|r| r.auth.as_deref() == Some("installation-token")));
+            assert_eq!(fake.issues("octo", "hello")[0]["user"]["login"], "ccplant-app[bot]");
+        })
+        .await;
+}
+
+/// The GitHub calls of each action's normal path, against the floor (writes only).
+#[tokio::test]
+async fn normal_paths_make_the_minimum_github_calls() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-calls", |ns| async move {
+            let fake = fake_with_repo().await;
+            let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap();
+            fake.push_commit("octo", "hello", "given", "Given", t0);
+            fake.push_commit("octo", "hello", "to-merge", "To merge", t0);
+            fake.add_token("ghp_alice", "alice");
+            open_issue_as(&fake, "ghp_alice").await;
+            let pr = open_pull_as(&fake, "ghp_alice", "to-merge", "To merge").await;
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            let gh = json!({"secretRef": {"name": SECRET}});
+            let cases = [
+                ("issue", json!({"repository": "octo/hello", "github": gh, "createIssue": {"title": "t", "triggerComment": "go"}}),
+                    vec!["POST /repos/octo/hello/issues", "POST /repos/octo/hello/issues/3/comments"]),
+                ("comment", json!({"repository": "octo/hello", "github": gh, "comment": {"issue": 1, "body": "hi"}}),
+                    vec!["POST /repos/octo/hello/issues/1/comments"]),
+                ("pr", json!({"repository": "octo/hello", "github": gh, "createPullRequest": {"head": "given", "base": "main", "title": "Given"}}),
+                    vec!["POST /repos/octo/hello/pulls"]),
+                ("merge", json!({"repository": "octo/hello", "github": gh, "approveAndMerge": {"pullRequest": pr.number}}),
+                    vec!["GET /repos/octo/hello/pulls/2", "POST /repos/octo/hello/pulls/2/reviews", "PUT /repos/octo/hello/pulls/2/merge"]),
+            ];
+            for (name, spec, expected) in cases {
+                fake.clear_requests();
+                create(&ns, &task(name, spec)).await;
+                wait_phase(&ns, name, GitHubTaskPhase::Succeeded, T).await;
+                let calls: Vec<String> = fake.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+                let writes = calls.iter().filter(|c| !c.starts_with("GET")).count();
+                eprintln!("{name}: {} GitHub calls ({writes} writes): {calls:?}", calls.len());
+                assert_eq!(calls, expected, "{name}");
+            }
+        })
+        .await;
+}
