@@ -5,12 +5,13 @@ CARGO ?= cargo
 TESTENV_DIR ?= target/testenv
 TESTENV = $(CARGO) run --quiet --locked -p ccplant-testenv --
 
-.PHONY: help test lint crds testenv-bins testenv-up testenv-down demo demo-down prerequisites
+.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-down prerequisites
 
 help:
 	@echo "make test          all tests (builds the local control plane on first use)"
 	@echo "make lint          cargo fmt --check and clippy -D warnings"
 	@echo "make crds          regenerate crds/ and charts/ccplant/crds/"
+	@echo "make run           the operator against the current KUBECONFIG (ARGS='--namespaces x')"
 	@echo "make testenv-up    start the local control plane, print 'export KUBECONFIG=…'"
 	@echo "make testenv-down  stop it"
 	@echo "make demo          local control plane + CRDs + examples (no cluster needed)"
@@ -40,6 +41,10 @@ lint: prerequisites
 crds:
 	$(CARGO) run --quiet --locked -p ccplant-operator -- crd --output-dir crds
 	cp crds/*.yaml charts/ccplant/crds/
+
+# The operator against the cluster of the current KUBECONFIG; extra flags in ARGS.
+run:
+	$(CARGO) run --locked -p ccplant-operator -- run $(ARGS)
 
 testenv-up: testenv-bins
 	@$(TESTENV) up --dir $(TESTENV_DIR)

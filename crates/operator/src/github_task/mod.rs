@@ -104,12 +104,12 @@ async fn reconcile(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_inner(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let stored = task.status.clone().unwrap_or_default();
-    if stored.phase.is_some_and(GitHubTaskPhase::is_finished) {
-        return Ok(Action::await_change());
-    }
     if ctx.is_stale(&task) {
         // Our last status write is not in the cache yet; its watch event will trigger us again.
+        return Ok(Action::await_change());
+    }
+    let stored = task.status.clone().unwrap_or_default();
+    if stored.phase.is_some_and(GitHubTaskPhase::is_finished) {
         return Ok(Action::await_change());
     }
     let now = Utc::now();
