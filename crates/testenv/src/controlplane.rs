@@ -288,6 +288,58 @@ current-context: ccplant-testenv
     )
 }
 
+/// Annotation tests put on a running pod to make its containers exit with that code (KWOK pods
+/// run no process): "0" → phase Succeeded, reason Completed; anything else → Failed, reason
+/// Error (or the value of `ccplant.io/test-exit-reason`, e.g. OOMKilled).
+pub const TEST_EXIT_CODE_ANNOTATION: &str = "ccplant.io/test-exit-code";
+
+const POD_EXIT_STAGE: &str = r#"---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: ccplant-pod-exit
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.metadata.annotations["ccplant.io/test-exit-code"]'
+      operator: 'Exists'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $code := index .metadata.annotations "ccplant.io/test-exit-code" }}
+      {{ $reason := "Completed" }}
+      {{ if ne $code "0" }}{{ $reason = "Error" }}{{ end }}
+      {{ with index .metadata.annotations "ccplant.io/test-exit-reason" }}{{ $reason = . }}{{ end }}
+      containerStatuses:
+      {{ range $index, $item := .spec.containers }}
+      - image: {{ $item.image | Quote }}
+        name: {{ $item.name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: {{ $code }}
+            finishedAt: {{ $now | Quote }}
+            reason: {{ $reason | Quote }}
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        type: Ready
+      phase: {{ if eq $code "0" }}Succeeded{{ else }}Failed{{ end }}
+"#;
+
 /// KWOK configuration: upstream's fast node and pod stages, read from the kwok module, plus a
 /// heartbeat so nodes stay Ready.
 fn kwok_config_yaml(stages_dir: &Path) -> Result<String> {
@@ -310,6 +362,7 @@ fn kwok_config_yaml(stages_dir: &Path) -> Result<String> {
             out.push('\n');
         }
     }
+    out.push_str(POD_EXIT_STAGE);
     Ok(out)
 }
 

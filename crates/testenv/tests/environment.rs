@@ -120,3 +120,41 @@ async fn pod_is_scheduled_runs_and_is_garbage_collected_with_its_owner() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_pod_annotated_with_an_exit_code_finishes_succeeded_or_failed() {
+    let env = TestEnv::global();
+    if env.external {
+        return; // The exit-code stage is ours; an attached cluster runs real containers.
+    }
+    env.with_namespace("env-exit", |ns| async move {
+        let pods: Api<Pod> = ns.api();
+        for (name, code, reason, phase) in
+            [("ok", "0", "Completed", "Succeeded"), ("bad", "3", "Error", "Failed"), ("oom", "137", "OOMKilled", "Failed")]
+        {
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(ccplant_testenv::controlplane::TEST_EXIT_CODE_ANNOTATION.into(), json!(code));
+            if name == "oom" {
+                annotations.insert("ccplant.io/test-exit-reason".into(), json!("OOMKilled"));
+            }
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": { "name": name, "annotations": annotations },
+                "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "registry.example/worker:1" }] },
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod).await.expect("create pod");
+            let done = wait_for(&pods, name, Duration::from_secs(60), &format!("phase {phase}"), |p: &Pod| {
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase)
+            })
+            .await;
+            let terminated = done.status.and_then(|s| s.container_statuses).expect("container statuses")[0]
+                .state
+                .clone()
+                .and_then(|s| s.terminated)
+                .expect("terminated");
+            assert_eq!(terminated.exit_code.to_string(), code, "{name}");
+            assert_eq!(terminated.reason.as_deref(), Some(reason), "{name}");
+        }
+    })
+    .await;
+}
