@@ -35,6 +35,35 @@ pub struct RunArgs {
     #[arg(long, env = "CCPLANT_DEFAULT_GITHUB_OWNER")]
     pub default_github_owner: Option<String>,
 
+    /// Agent image for sessions whose spec.agent.image is empty.
+    #[arg(long, env = "CCPLANT_DEFAULT_AGENT_IMAGE")]
+    pub default_agent_image: Option<String>,
+
+    /// Upper bound of every session's lifetime.maxDuration, e.g. 24h.
+    #[arg(long, env = "CCPLANT_MAX_SESSION_DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub max_session_duration: Duration,
+
+    /// Image of the init container that clones the repository (needs git and sh).
+    #[arg(long, env = "CCPLANT_GIT_IMAGE", default_value = "alpine/git:2.47.2")]
+    pub git_image: String,
+
+    /// Editor (code-server) image for sessions with spec.editor.enabled and no image.
+    #[arg(
+        long,
+        env = "CCPLANT_EDITOR_IMAGE",
+        default_value = "codercom/code-server:4.104.0"
+    )]
+    pub editor_image: String,
+
+    /// Host repositories are cloned from; default: github.com for api.github.com, else the
+    /// API URL's host (GitHub Enterprise Server).
+    #[arg(long, env = "CCPLANT_GITHUB_HOST")]
+    pub github_host: Option<String>,
+
+    /// AgentSessions reconciled concurrently.
+    #[arg(long, env = "CCPLANT_SESSION_CONCURRENCY", default_value_t = 16)]
+    pub session_concurrency: u16,
+
     /// GitHubTasks reconciled concurrently.
     #[arg(long, env = "CCPLANT_TASK_CONCURRENCY", default_value_t = 8)]
     pub task_concurrency: u16,
@@ -54,6 +83,25 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or ccplant_operator=debug.
     #[arg(long, env = "CCPLANT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+impl RunArgs {
+    /// The host sessions clone from.
+    pub fn clone_host(&self) -> String {
+        if let Some(h) = &self.github_host {
+            return h.clone();
+        }
+        let rest = self
+            .github_api_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.github_api_url);
+        let host = rest.split('/').next().unwrap_or(rest);
+        match host {
+            "api.github.com" => "github.com".to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -17,6 +17,8 @@ pub struct Context {
     pub default_github_secret: Option<String>,
     pub operator_namespace: String,
     pub task_concurrency: u16,
+    /// Tokens the operator issued to sessions (never logged).
+    pub session_tokens: crate::agent_session::credentials::SessionTokens,
     tasks: OnceLock<(Store<GitHubTask>, UnboundedSender<ObjectRef<GitHubTask>>)>,
     /// Per object uid: resourceVersions our own later status writes superseded.
     superseded: Mutex<HashMap<String, Superseded>>,
@@ -51,6 +53,7 @@ impl Context {
             default_github_secret: config.default_github_secret.clone(),
             operator_namespace: config.operator_namespace.clone(),
             task_concurrency: config.task_concurrency,
+            session_tokens: Default::default(),
             tasks: OnceLock::new(),
             superseded: Mutex::new(HashMap::new()),
         })
@@ -92,7 +95,7 @@ impl Context {
 
     /// Notes that our write turned `before` into `after`: until the cache shows `after` (or a
     /// later version), a reconcile of `before` would act on stale status.
-    pub fn record_write(&self, before: &GitHubTask, after: &GitHubTask) {
+    pub fn record_write<K: kube::Resource>(&self, before: &K, after: &K) {
         let (Some(uid), Some(old), Some(new)) = (
             before.uid(),
             before.resource_version(),
@@ -112,8 +115,8 @@ impl Context {
     }
 
     /// True when the cached object predates our own latest status write.
-    pub fn is_stale(&self, task: &GitHubTask) -> bool {
-        let (Some(uid), Some(rv)) = (task.uid(), task.resource_version()) else {
+    pub fn is_stale<K: kube::Resource>(&self, obj: &K) -> bool {
+        let (Some(uid), Some(rv)) = (obj.uid(), obj.resource_version()) else {
             return false;
         };
         let Ok(mut map) = self.superseded.lock() else {

@@ -1,5 +1,6 @@
 //! The ccplant operator library: configuration, controllers and their runtime.
 
+pub mod agent_session;
 pub mod config;
 pub mod context;
 pub mod crdgen;

@@ -47,7 +47,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let ctx = Context::new(client.clone(), recorder, github, &args);
     info!(%identity, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
 
+    let build = crate::agent_session::build::BuildConfig {
+        default_agent_image: args.default_agent_image.clone(),
+        operator_namespace: args.operator_namespace.clone(),
+        git_image: args.git_image.clone(),
+        default_editor_image: args.editor_image.clone(),
+        github_host: args.clone_host(),
+    };
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
     let mut controllers = Vec::new();
+    for scope in scopes {
+        controllers.push(tokio::spawn(crate::agent_session::controller::run(
+            ctx.clone(),
+            build.clone(),
+            args.max_session_duration,
+            args.session_concurrency,
+            scope,
+        )));
+    }
     if args.namespaces.is_empty() {
         controllers.push(tokio::spawn(crate::github_task::run(
             ctx.clone(),

@@ -104,7 +104,7 @@ async fn reconcile(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_inner(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if ctx.is_stale(&task) {
+    if ctx.is_stale(&*task) {
         // Our last status write is not in the cache yet; its watch event will trigger us again.
         return Ok(Action::await_change());
     }

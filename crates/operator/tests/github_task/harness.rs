@@ -133,7 +133,11 @@ impl Drop for Operator {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
         }
-        let _ = std::fs::remove_file(&self.log);
+        if std::thread::panicking() {
+            eprintln!("operator log kept at {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -270,4 +274,42 @@ pub async fn open_issue_as(fake: &FakeGitHub, token: &str) -> ccplant_github::Is
         .create_issue(&repo, &new, "<!-- someone else -->")
         .await
         .unwrap()
+}
+
+/// Waits (up to 10 s) for an Event about the object `name` of `kind` matching `want`
+/// (events are published right after the status write they describe).
+pub async fn wait_event(
+    ns: &TestNamespace,
+    kind: &str,
+    name: &str,
+    want: impl Fn(&(String, String, String)) -> bool,
+) -> Vec<(String, String, String)> {
+    let events: Api<Event> = ns.api();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list: Vec<(String, String, String)> = events
+            .list(&ListParams::default().fields(&format!(
+                "involvedObject.name={name},involvedObject.kind={kind}"
+            )))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect();
+        if list.iter().any(&want) {
+            return list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no matching event for {kind} {name}: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -87,8 +87,7 @@ async fn create_issue_with_trigger_comment_makes_two_writes_and_records_the_resu
             assert_eq!(comments[0]["body"], format!("@claude implement this\n\n{marker}"));
             assert_eq!(result.comment_id, comments[0]["id"].as_i64());
 
-            let events = events_for(&ns, "issue").await;
-            assert!(events.iter().any(|(t, r, _)| t == "Normal" && r == "Succeeded"), "{events:?}");
+            wait_event(&ns, "GitHubTask", "issue", |(t, r, _)| t == "Normal" && r == "Succeeded").await;
 
             // A restarted operator never acts on a Succeeded task again: a second task is the
             // barrier proving the restarted operator has reconciled what exists.
@@ -234,8 +233,7 @@ async fn user_errors_end_in_the_phase_reason_and_message_a_user_sees() {
                 assert_eq!((status.as_str(), r.as_str()), ("False", *reason), "{name}: {m}");
                 assert!(m.starts_with(message.as_str()), "{name}: message {m:?} should start with {message:?}");
                 assert_eq!(failed.status.as_ref().unwrap().message.as_deref(), Some(m.as_str()));
-                let events = events_for(&ns, name).await;
-                assert!(events.iter().any(|(t, er, _)| t == "Warning" && er == reason), "{name}: {events:?}");
+                wait_event(&ns, "GitHubTask", name, |(t, er, _)| t == "Warning" && er == reason).await;
             }
             let posts = writes(&fake);
             assert_eq!(posts.len(), 2, "one refused write each for unknown-repo and bad-head, none retried: {posts:?}");
@@ -257,8 +255,7 @@ async fn a_missing_secret_keeps_the_task_pending_until_it_is_created() {
                 ready(&pending),
                 ("False".into(), "SecretNotFound".into(), format!("Secret {}/{SECRET} not found", ns.name))
             );
-            let events = events_for(&ns, "t").await;
-            assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "SecretNotFound"), "{events:?}");
+            wait_event(&ns, "GitHubTask", "t", |(t, r, _)| t == "Warning" && r == "SecretNotFound").await;
             assert!(fake.requests().is_empty());
             let created = std::time::Instant::now();
             token_secret(&ns).await;
@@ -333,7 +330,7 @@ async fn secret_values_never_reach_status_events_or_logs() {
             op.start();
             create(&ns, &task("t", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createIssue": {"title": "x"}}))).await;
             let done = wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, T).await;
-            let events = events_for(&ns, "t").await;
+            let events = wait_event(&ns, "GitHubTask", "t", |(_, r, _)| r == "Succeeded").await;
             let everything = format!("{:?}{events:?}{}", done.status, op.log_text());
             assert!(!everything.contains(TOKEN), "the token leaked");
             assert!(op.log_text().contains(&ns.name), "logs carry the namespace");
@@ -404,13 +401,21 @@ async fn a_pull_request_from_a_session_waits_for_the_session_to_succeed() {
             assert_eq!(ready(&waiting).2, "waiting for AgentSession fix-it to succeed");
             assert!(fake.requests().is_empty(), "nothing sent to GitHub while waiting");
 
-            // The session succeeds (its controller is not part of this test: the status is set
-            // directly); the watch on sessions wakes the task.
-            let patch = json!({"status": {"phase": "Succeeded", "workBranch": "ccplant/fix-it"}});
-            sessions
-                .patch_status("fix-it", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            // The session's agent finishes (KWOK: the pod exits 0), the session Succeeds, and
+            // the watch on sessions wakes the task.
+            wait_for(&sessions, "fix-it", T, "session Running", |s: &ccplant_api::AgentSession| {
+                s.phase() == Some(ccplant_api::AgentSessionPhase::Running)
+            })
+            .await;
+            let exit = json!({"metadata": {"annotations": {ccplant_testenv::controlplane::TEST_EXIT_CODE_ANNOTATION: "0"}}});
+            ns.api::<k8s_openapi::api::core::v1::Pod>()
+                .patch("fix-it", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&exit))
                 .await
                 .unwrap();
+            wait_for(&sessions, "fix-it", T, "session Succeeded", |s: &ccplant_api::AgentSession| {
+                s.phase() == Some(ccplant_api::AgentSessionPhase::Succeeded)
+            })
+            .await;
             let woke = std::time::Instant::now();
             let done = wait_phase(&ns, "pr", GitHubTaskPhase::Succeeded, Duration::from_secs(10)).await;
             eprintln!("session Succeeded -> pull request opened in {:.2}s", woke.elapsed().as_secs_f64());

@@ -1,0 +1,790 @@
+//! The AgentSession controller: dereference → validate → build → apply → update status.
+//!
+//! - Children (credentials Secret, PVC, Service, NetworkPolicy, Pod) are applied with
+//!   server-side apply when missing from the caches or when the session's generation changed,
+//!   so steady state writes nothing.
+//! - Expiry is exact: the reconcile is requeued for `expiresAt` (and for token refreshes);
+//!   there are no periodic sweeps.
+//! - No finalizer: owner references let the garbage collector remove the children.
+
+use super::build::{self, BuildConfig};
+use super::credentials::{self, Ensured, SessionCredentialsError, until};
+use super::names::SessionNames;
+use super::observe::{PodState, observe_pod};
+use crate::context::Context;
+use crate::credentials::CredentialsError;
+use crate::github_task::FIELD_MANAGER;
+use crate::time::{from_k8s, to_k8s};
+use ccplant_api::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
+use ccplant_api::{AgentSession, AgentSessionPhase, AgentSessionStatus};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{Instrument, info_span, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    StatusWrite(#[source] kube::Error),
+    #[error("applying {what}: {source}")]
+    Apply {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {what}: {source}")]
+    Delete {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Credentials(SessionCredentialsError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
+}
+
+/// Caches of the children, filled by the controller's owned watches.
+#[derive(Clone, Debug)]
+pub struct ChildStores {
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+    pub pvcs: Store<PersistentVolumeClaim>,
+    pub network_policies: Store<NetworkPolicy>,
+}
+
+pub struct SessionContext {
+    pub ctx: Arc<Context>,
+    pub build: BuildConfig,
+    pub max_session_duration: Duration,
+    pub children: ChildStores,
+    children_ready: tokio::sync::OnceCell<()>,
+}
+
+impl Debug for SessionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionContext").finish_non_exhaustive()
+    }
+}
+
+fn managed_selector() -> String {
+    format!(
+        "{}={}",
+        ccplant_api::labels::MANAGED_BY,
+        ccplant_api::labels::MANAGED_BY_VALUE
+    )
+}
+
+/// Runs the controller over `sessions`; children are watched in the same scope.
+pub async fn run(
+    ctx: Arc<Context>,
+    build: BuildConfig,
+    max_session_duration: Duration,
+    concurrency: u16,
+    namespace: Option<String>,
+) {
+    let client = ctx.client.clone();
+    fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<DynamicType = ()>,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned = watcher::Config::default()
+        .labels(&managed_selector())
+        .any_semantic();
+    let (pods, pod_stream) = owned_reflector(scoped::<Pod>(&client, &namespace), owned.clone());
+    let (services, svc_stream) =
+        owned_reflector(scoped::<Service>(&client, &namespace), owned.clone());
+    let (pvcs, pvc_stream) = owned_reflector(
+        scoped::<PersistentVolumeClaim>(&client, &namespace),
+        owned.clone(),
+    );
+    let (network_policies, np_stream) =
+        owned_reflector(scoped::<NetworkPolicy>(&client, &namespace), owned.clone());
+    let children = ChildStores {
+        pods,
+        services,
+        pvcs,
+        network_policies,
+    };
+    let sctx = Arc::new(SessionContext {
+        ctx,
+        build,
+        max_session_duration,
+        children,
+        children_ready: tokio::sync::OnceCell::new(),
+    });
+
+    let controller = Controller::new(
+        scoped::<AgentSession>(&client, &namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns_stream(pod_stream)
+    .owns_stream(svc_stream)
+    .owns_stream(pvc_stream)
+    .owns_stream(np_stream)
+    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, sctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+type OwnedStream<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+fn owned_reflector<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, OwnedStream<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    (store, stream)
+}
+
+fn error_policy(session: Arc<AgentSession>, err: &Error, _ctx: Arc<SessionContext>) -> Action {
+    warn!(session = %session.name_any(), namespace = session.namespace().unwrap_or_default(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(session: Arc<AgentSession>, sctx: Arc<SessionContext>) -> Result<Action, Error> {
+    let span = info_span!(
+        "reconcile",
+        controller = "agentsession",
+        namespace = %session.namespace().unwrap_or_default(),
+        name = %session.name_any()
+    );
+    async move {
+        tracing::debug!("reconciling");
+        let result = reconcile_inner(session, sctx).await;
+        tracing::debug!(ok = result.is_ok(), "reconciled");
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Builds the next status from the stored one.
+struct Next {
+    status: AgentSessionStatus,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+}
+
+impl Next {
+    fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
+        let c = new_condition(
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            to_k8s(self.now),
+        );
+        set_condition(&mut self.status.conditions, c);
+    }
+
+    fn phase(&mut self, phase: AgentSessionPhase, ready: bool, reason: &str, message: String) {
+        self.status.phase = Some(phase);
+        let s = if ready {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.condition(types::READY, s, reason, &message);
+        let finished = phase.is_finished();
+        let (fs, fr) = if finished {
+            (ConditionStatus::True, reason)
+        } else {
+            (ConditionStatus::False, reasons::RUNNING)
+        };
+        self.condition(
+            types::FINISHED,
+            fs,
+            fr,
+            if finished { &message } else { "" },
+        );
+        self.status.message = Some(message);
+        if finished && self.status.completion_time.is_none() {
+            self.status.completion_time = Some(to_k8s(self.now));
+        }
+    }
+}
+
+async fn reconcile_inner(
+    session: Arc<AgentSession>,
+    sctx: Arc<SessionContext>,
+) -> Result<Action, Error> {
+    let ctx = &sctx.ctx;
+    // Children caches must be complete, or existing children would look missing and be
+    // applied again. One task waits (the controller drives the watches): kube's
+    // `Store::wait_until_ready` wakes only the last of several concurrent waiters.
+    sctx.children_ready
+        .get_or_init(|| async {
+            let _ = sctx.children.pods.wait_until_ready().await;
+            let _ = sctx.children.services.wait_until_ready().await;
+            let _ = sctx.children.pvcs.wait_until_ready().await;
+            let _ = sctx.children.network_policies.wait_until_ready().await;
+        })
+        .await;
+    if ctx.is_stale(&*session) {
+        return Ok(Action::await_change());
+    }
+    let now = Utc::now();
+    let ns = session.namespace().unwrap_or_default();
+    let names = SessionNames::for_session(&session);
+    let stored = session.status.clone().unwrap_or_default();
+    let mut next = Next {
+        status: stored.clone(),
+        generation: session.metadata.generation,
+        now,
+    };
+    next.status.observed_generation = session.metadata.generation;
+
+    // Start and exact expiry: counted from creation (stable across operator restarts).
+    let start = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(from_k8s)
+        .unwrap_or(now);
+    next.status.start_time = Some(to_k8s(start));
+    let max = session
+        .spec
+        .max_duration()
+        .unwrap_or(sctx.max_session_duration)
+        .min(sctx.max_session_duration);
+    let expires_at = start + chrono::Duration::from_std(max).unwrap_or_default();
+    next.status.expires_at = Some(to_k8s(expires_at));
+
+    // Finished sessions: make sure nothing runs or stays valid, then only ttlAfterFinished.
+    if let Some(phase) = stored.phase.filter(|p| p.is_finished()) {
+        cleanup(
+            &sctx,
+            &session,
+            &names,
+            phase == AgentSessionPhase::Expired,
+            &mut next,
+        )
+        .await?;
+        let done = write_status(ctx, &session, &stored, next.status).await?;
+        return ttl_action(ctx, &session, &done, now).await;
+    }
+
+    // What the schema cannot refuse.
+    let invalid = session.spec.validate().err().map(|e| e.to_string());
+    let pod = match invalid {
+        Some(msg) => Err(msg),
+        None => build::desired_pod(&session, &sctx.build, has_credentials(ctx, &session))
+            .map_err(|e| e.to_string()),
+    };
+    let desired_pod = match pod {
+        Ok(p) => p,
+        Err(message) => {
+            next.phase(
+                AgentSessionPhase::Pending,
+                false,
+                reasons::INVALID_SPEC,
+                message,
+            );
+            let written = write_status(ctx, &session, &stored, next.status).await?;
+            announce(ctx, &session, &stored, &written).await;
+            return Ok(Action::await_change());
+        }
+    };
+    next.status.work_branch = session.effective_work_branch();
+
+    if now >= expires_at {
+        cleanup(&sctx, &session, &names, true, &mut next).await?;
+        next.phase(
+            AgentSessionPhase::Expired,
+            false,
+            reasons::EXPIRED,
+            format!("expired at {}", expires_at.to_rfc3339()),
+        );
+        next.status.endpoint = None;
+        next.status.editor_url = None;
+        let written = write_status(ctx, &session, &stored, next.status).await?;
+        announce(ctx, &session, &stored, &written).await;
+        return ttl_action(ctx, &session, &written, now).await;
+    }
+    let expiry_requeue = until(expires_at, now);
+
+    if session.spec.suspend {
+        cleanup(&sctx, &session, &names, true, &mut next).await?;
+        apply_infrastructure(&sctx, &session).await?;
+        next.phase(
+            AgentSessionPhase::Suspended,
+            false,
+            reasons::SUSPENDED,
+            "suspended: the pod is deleted, the workspace kept".into(),
+        );
+        next.status.endpoint = None;
+        next.status.editor_url = None;
+        let written = write_status(ctx, &session, &stored, next.status).await?;
+        announce(ctx, &session, &stored, &written).await;
+        return Ok(Action::requeue(expiry_requeue));
+    }
+
+    // Credentials before the pod: its clone needs them.
+    let mut requeue = expiry_requeue;
+    match credentials::ensure(ctx, &session, &names.credentials_secret, now).await {
+        Ok(Ensured::None) => {
+            next.condition(
+                types::CREDENTIALS_READY,
+                ConditionStatus::True,
+                "NotRequired",
+                "the session uses no GitHub credentials",
+            );
+        }
+        Ok(Ensured::Ready { refresh_at }) => {
+            next.condition(
+                types::CREDENTIALS_READY,
+                ConditionStatus::True,
+                reasons::AVAILABLE,
+                "GitHub token in Secret",
+            );
+            if let Some(r) = refresh_at {
+                requeue = requeue.min(until(r, now).max(Duration::from_secs(1)));
+            }
+        }
+        Err(SessionCredentialsError::Source(
+            e @ (CredentialsError::SecretNotFound { .. } | CredentialsError::NoSecretConfigured),
+        )) => {
+            return pending(
+                ctx,
+                &session,
+                &stored,
+                next,
+                reasons::SECRET_NOT_FOUND,
+                e.to_string(),
+            )
+            .await;
+        }
+        Err(SessionCredentialsError::Source(e @ CredentialsError::InvalidSecret { .. })) => {
+            return pending(
+                ctx,
+                &session,
+                &stored,
+                next,
+                reasons::INVALID_SECRET,
+                e.to_string(),
+            )
+            .await;
+        }
+        Err(
+            e @ (SessionCredentialsError::Mint { .. }
+            | SessionCredentialsError::AppWithoutRepository),
+        ) => {
+            return pending(
+                ctx,
+                &session,
+                &stored,
+                next,
+                "TokenUnavailable",
+                e.to_string(),
+            )
+            .await;
+        }
+        Err(e) => return Err(Error::Credentials(e)),
+    }
+
+    apply_infrastructure(&sctx, &session).await?;
+    let pod_ref = ObjectRef::<Pod>::new(&names.pod).within(&ns);
+    let cached_pod = sctx.children.pods.get(&pod_ref);
+    let live = cached_pod
+        .as_deref()
+        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    if live.is_none() {
+        // Missing (first start, resume, or deleted behind our back): (re)create it.
+        apply(ctx, &desired_pod, &format!("Pod {ns}/{}", names.pod)).await?;
+    }
+    next.status.pod_name = Some(names.pod.clone());
+    next.status.service_name = Some(names.service.clone());
+    if let Some(size) = session
+        .spec
+        .workspace
+        .as_ref()
+        .and_then(|w| w.size.as_ref())
+    {
+        let pvc = sctx
+            .children
+            .pvcs
+            .get(&ObjectRef::new(&names.workspace_pvc).within(&ns));
+        let bound = pvc
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            == Some("Bound");
+        if bound {
+            next.condition(
+                types::WORKSPACE_READY,
+                ConditionStatus::True,
+                reasons::AVAILABLE,
+                &format!("PVC {} ({size}) bound", names.workspace_pvc),
+            );
+        } else {
+            next.condition(
+                types::WORKSPACE_READY,
+                ConditionStatus::False,
+                reasons::WAITING,
+                &format!("PVC {} not bound yet", names.workspace_pvc),
+            );
+        }
+    }
+
+    match observe_pod(live) {
+        PodState::Missing | PodState::Starting | PodState::Terminating => {
+            next.phase(
+                AgentSessionPhase::Starting,
+                false,
+                reasons::WAITING,
+                "starting the session pod".into(),
+            );
+        }
+        PodState::Pending { message } => {
+            next.phase(
+                AgentSessionPhase::Starting,
+                false,
+                reasons::WAITING,
+                message,
+            );
+        }
+        PodState::Running => {
+            next.phase(
+                AgentSessionPhase::Running,
+                true,
+                reasons::RUNNING,
+                "the agent is running".into(),
+            );
+            next.status.endpoint = build::endpoint(&session, &names);
+            next.status.editor_url = build::editor_url(&session, &names);
+        }
+        PodState::Succeeded => {
+            cleanup(&sctx, &session, &names, false, &mut next).await?;
+            next.phase(
+                AgentSessionPhase::Succeeded,
+                false,
+                reasons::SUCCEEDED,
+                "the agent finished successfully".into(),
+            );
+            next.status.endpoint = None;
+            next.status.editor_url = None;
+        }
+        PodState::Failed { reason, message } => {
+            cleanup(&sctx, &session, &names, false, &mut next).await?;
+            let text = if reason.is_empty() {
+                message
+            } else {
+                format!("{reason}: {message}")
+            };
+            next.phase(AgentSessionPhase::Failed, false, reasons::FAILED, text);
+            next.status.endpoint = None;
+            next.status.editor_url = None;
+        }
+    }
+    let written = write_status(ctx, &session, &stored, next.status).await?;
+    announce(ctx, &session, &stored, &written).await;
+    if written.phase.is_some_and(|p| p.is_finished()) {
+        return ttl_action(ctx, &session, &written, Utc::now()).await;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// PVC, Service and NetworkPolicy: applied when missing from the cache or when the session's
+/// spec changed since the status was last written.
+async fn apply_infrastructure(sctx: &SessionContext, session: &AgentSession) -> Result<(), Error> {
+    let ctx = &sctx.ctx;
+    let ns = session.namespace().unwrap_or_default();
+    let names = SessionNames::for_session(session);
+    let changed =
+        session.status.as_ref().and_then(|s| s.observed_generation) != session.metadata.generation;
+    if let Some(pvc) = build::desired_pvc(session)?
+        && (changed
+            || sctx
+                .children
+                .pvcs
+                .get(&ObjectRef::new(&names.workspace_pvc).within(&ns))
+                .is_none())
+    {
+        apply(
+            ctx,
+            &pvc,
+            &format!("PersistentVolumeClaim {ns}/{}", names.workspace_pvc),
+        )
+        .await?;
+    }
+    if changed
+        || sctx
+            .children
+            .services
+            .get(&ObjectRef::new(&names.service).within(&ns))
+            .is_none()
+    {
+        apply(
+            ctx,
+            &build::desired_service(session)?,
+            &format!("Service {ns}/{}", names.service),
+        )
+        .await?;
+    }
+    if let Some(np) = build::desired_network_policy(session, &sctx.build)?
+        && (changed
+            || sctx
+                .children
+                .network_policies
+                .get(&ObjectRef::new(&names.network_policy).within(&ns))
+                .is_none())
+    {
+        apply(
+            ctx,
+            &np,
+            &format!("NetworkPolicy {ns}/{}", names.network_policy),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stops what runs (the pod, when `delete_pod`) and revokes the session's token: once, tracked
+/// by the CredentialsReady condition (True with reason Available = a token was issued).
+async fn cleanup(
+    sctx: &SessionContext,
+    session: &AgentSession,
+    names: &SessionNames,
+    delete_pod: bool,
+    next: &mut Next,
+) -> Result<(), Error> {
+    let ctx = &sctx.ctx;
+    let ns = session.namespace().unwrap_or_default();
+    if delete_pod {
+        let cached = sctx
+            .children
+            .pods
+            .get(&ObjectRef::new(&names.pod).within(&ns));
+        if cached
+            .as_ref()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            match pods.delete(&names.pod, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Delete {
+                        what: format!("Pod {ns}/{}", names.pod),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    let issued = next.status.conditions.iter().any(|c| {
+        c.type_ == types::CREDENTIALS_READY && c.status == "True" && c.reason == reasons::AVAILABLE
+    });
+    let in_memory = ctx
+        .session_tokens
+        .get(&session.uid().unwrap_or_default())
+        .is_some();
+    if issued || in_memory {
+        credentials::revoke(ctx, session, &names.credentials_secret)
+            .await
+            .map_err(Error::Credentials)?;
+        next.condition(
+            types::CREDENTIALS_READY,
+            ConditionStatus::False,
+            "Revoked",
+            "the session's token was revoked and its Secret deleted",
+        );
+    }
+    Ok(())
+}
+
+fn has_credentials(ctx: &Context, session: &AgentSession) -> bool {
+    crate::credentials::secret_location(
+        session
+            .spec
+            .github
+            .as_ref()
+            .and_then(|g| g.secret_ref.as_ref()),
+        &session.namespace().unwrap_or_default(),
+        ctx.default_github_secret.as_deref(),
+        &ctx.operator_namespace,
+    )
+    .is_some()
+}
+
+async fn pending(
+    ctx: &Context,
+    session: &AgentSession,
+    stored: &AgentSessionStatus,
+    mut next: Next,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    next.condition(
+        types::CREDENTIALS_READY,
+        ConditionStatus::False,
+        reason,
+        &message,
+    );
+    next.phase(AgentSessionPhase::Pending, false, reason, message);
+    let written = write_status(ctx, session, stored, next.status).await?;
+    announce(ctx, session, stored, &written).await;
+    // 1 s, doubling with the time already waited, capped at 30 s (Secrets are not watched).
+    let waited = written
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::CREDENTIALS_READY)
+        .and_then(|c| {
+            (Utc::now() - from_k8s(&c.last_transition_time))
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default();
+    Ok(Action::requeue(
+        waited.clamp(Duration::from_secs(1), Duration::from_secs(30)),
+    ))
+}
+
+/// After a finish: delete the session `ttlAfterFinished` after its completion.
+async fn ttl_action(
+    ctx: &Context,
+    session: &AgentSession,
+    status: &AgentSessionStatus,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let Ok(Some(ttl)) = session.spec.ttl_after_finished() else {
+        return Ok(Action::await_change());
+    };
+    let done = status.completion_time.as_ref().map(from_k8s).unwrap_or(now);
+    let due = done + chrono::Duration::from_std(ttl).unwrap_or_default();
+    if now < due {
+        return Ok(Action::requeue(until(due, now)));
+    }
+    let api: Api<AgentSession> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    match api
+        .delete(&session.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(source) => {
+            return Err(Error::Delete {
+                what: "AgentSession".into(),
+                source,
+            });
+        }
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply<K>(ctx: &Context, obj: &K, what: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        what: what.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    session: &AgentSession,
+    stored: &AgentSessionStatus,
+    next: AgentSessionStatus,
+) -> Result<AgentSessionStatus, Error> {
+    if *stored == next {
+        return Ok(next);
+    }
+    let api: Api<AgentSession> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": AgentSession::api_version(&()),
+        "kind": AgentSession::kind(&()),
+        "status": next,
+    });
+    let updated = api
+        .patch_status(
+            &session.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::StatusWrite)?;
+    ctx.record_write(session, &updated);
+    Ok(next)
+}
+
+async fn announce(
+    ctx: &Context,
+    session: &AgentSession,
+    before: &AgentSessionStatus,
+    after: &AgentSessionStatus,
+) {
+    let reason_of = |s: &AgentSessionStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| c.reason.clone())
+    };
+    if before.phase == after.phase && reason_of(before) == reason_of(after) {
+        return;
+    }
+    let Some(phase) = after.phase else { return };
+    let reason = reason_of(after).unwrap_or_default();
+    let type_ = match phase {
+        AgentSessionPhase::Failed | AgentSessionPhase::Expired => EventType::Warning,
+        AgentSessionPhase::Pending if reason != reasons::WAITING => EventType::Warning,
+        _ => EventType::Normal,
+    };
+    let event = Event {
+        type_,
+        reason: if type_ == EventType::Warning {
+            reason
+        } else {
+            phase.as_str().to_string()
+        },
+        note: after.message.clone(),
+        action: phase.as_str().to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+}

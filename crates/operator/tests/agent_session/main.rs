@@ -1,0 +1,392 @@
+//! The AgentSession controller against the real control plane (KWOK nodes run the pods) and the
+//! fake GitHub, with the operator as its own process.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "../github_task/harness.rs"]
+mod harness;
+
+use ccplant_api::{AgentSession, AgentSessionPhase};
+use ccplant_testenv::controlplane::TEST_EXIT_CODE_ANNOTATION;
+use ccplant_testenv::{TestEnv, TestNamespace, wait_for, wait_for_deletion};
+use harness::*;
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+const IMAGE: &str = "ghcr.io/ccplant/agent:1";
+
+fn session(name: &str, spec: Value) -> AgentSession {
+    serde_json::from_value(json!({
+        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn create_session(ns: &TestNamespace, s: &AgentSession) -> AgentSession {
+    ns.api::<AgentSession>()
+        .create(&PostParams::default(), s)
+        .await
+        .unwrap()
+}
+
+async fn wait_session(
+    ns: &TestNamespace,
+    name: &str,
+    phase: AgentSessionPhase,
+    timeout: Duration,
+) -> AgentSession {
+    wait_for(
+        &ns.api::<AgentSession>(),
+        name,
+        timeout,
+        &format!("phase {phase}"),
+        |s: &AgentSession| s.phase() == Some(phase),
+    )
+    .await
+}
+
+fn condition(s: &AgentSession, type_: &str) -> (String, String, String) {
+    let c = s
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", s.status));
+    (c.status, c.reason, c.message)
+}
+
+/// Makes the session pod's containers exit with `code` (KWOK runs no process).
+async fn exit_pod(ns: &TestNamespace, pod: &str, code: &str) {
+    let patch = json!({"metadata": {"annotations": {TEST_EXIT_CODE_ANNOTATION: code}}});
+    ns.api::<Pod>()
+        .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+fn operator(ns: &TestNamespace, github_url: &str) -> Operator {
+    let mut op = Operator::new(
+        &ns.name,
+        github_url,
+        &["--operator-namespace", "ccplant-system"],
+    );
+    op.start();
+    op
+}
+
+#[tokio::test]
+async fn a_session_runs_then_succeeds_or_fails_with_its_pod() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-life", |ns| async move {
+            let fake = fake_with_repo().await;
+            let _op = operator(&ns, &fake.url());
+            create_session(
+                &ns,
+                &session("ok", json!({"agent": {"image": IMAGE}, "prompt": "say hi"})),
+            )
+            .await;
+            create_session(&ns, &session("bad", json!({"agent": {"image": IMAGE}}))).await;
+            for name in ["ok", "bad"] {
+                let running = wait_session(&ns, name, AgentSessionPhase::Running, T).await;
+                let status = running.status.clone().unwrap();
+                assert_eq!(
+                    status.endpoint,
+                    Some(format!("http://{name}.{}.svc:3284", ns.name))
+                );
+                assert_eq!(status.pod_name.as_deref(), Some(name));
+                assert_eq!(condition(&running, "Ready").0, "True");
+                assert!(status.expires_at.is_some() && status.start_time.is_some());
+            }
+            exit_pod(&ns, "ok", "0").await;
+            exit_pod(&ns, "bad", "3").await;
+            let ok = wait_session(&ns, "ok", AgentSessionPhase::Succeeded, T).await;
+            assert!(ok.status.as_ref().unwrap().completion_time.is_some());
+            assert_eq!(condition(&ok, "Finished").0, "True");
+            let bad = wait_session(&ns, "bad", AgentSessionPhase::Failed, T).await;
+            let message = bad.status.unwrap().message.unwrap();
+            assert!(
+                message.contains("Error") && message.contains('3'),
+                "container reason in message: {message}"
+            );
+            wait_event(&ns, "AgentSession", "bad", |(t, r, _)| {
+                t == "Warning" && r == "Failed"
+            })
+            .await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn session_pods_are_admitted_by_the_restricted_pod_security_standard_without_warnings() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-pss", |ns| async move {
+            let namespaces: Api<Namespace> = Api::all(ns.client.clone());
+            let labels = json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            }}});
+            namespaces
+                .patch(&ns.name, &PatchParams::default(), &Patch::Merge(&labels))
+                .await
+                .unwrap();
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({
+                "agent": {"image": IMAGE}, "prompt": "work",
+                "repository": {"name": "octo/hello"}, "github": {"secretRef": {"name": SECRET}},
+                "editor": {"enabled": true}, "telemetry": {"otlpEndpoint": "http://otel:4317"},
+            });
+            create_session(&ns, &session("pss", spec)).await;
+            wait_session(&ns, "pss", AgentSessionPhase::Running, T).await;
+            // The same pod created again by kubectl (server-side dry run) shows the warnings a
+            // restricted namespace would print.
+            let mut pod = serde_json::to_value(ns.api::<Pod>().get("pss").await.unwrap()).unwrap();
+            let meta = pod["metadata"].as_object_mut().unwrap();
+            meta.retain(|k, _| ["labels", "annotations"].contains(&k.as_str()));
+            meta.insert("name".into(), json!("pss-dry-run"));
+            pod.as_object_mut().unwrap().remove("status");
+            pod["spec"].as_object_mut().unwrap().remove("nodeName");
+            let file = std::env::temp_dir().join(format!("{}-pod.json", ns.name));
+            std::fs::write(&file, serde_json::to_vec(&pod).unwrap()).unwrap();
+            let out = TestEnv::global()
+                .kubectl()
+                .args(["create", "--dry-run=server", "-n", &ns.name, "-f"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let _ = std::fs::remove_file(&file);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            assert!(
+                !stderr.contains("Warning"),
+                "restricted PSS warnings: {stderr}"
+            );
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_keeps_the_session_pending_until_it_exists() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-secret", |ns| async move {
+            let fake = fake_with_repo().await;
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({"agent": {"image": IMAGE}, "repository": {"name": "octo/hello"}, "github": {"secretRef": {"name": SECRET}}});
+            create_session(&ns, &session("s", spec)).await;
+            let pending = wait_session(&ns, "s", AgentSessionPhase::Pending, T).await;
+            assert_eq!(
+                condition(&pending, "CredentialsReady"),
+                ("False".into(), "SecretNotFound".into(), format!("Secret {}/{SECRET} not found", ns.name))
+            );
+            assert!(ns.api::<Pod>().get_opt("s").await.unwrap().is_none(), "no pod without credentials");
+            let created = std::time::Instant::now();
+            token_secret(&ns).await;
+            wait_session(&ns, "s", AgentSessionPhase::Running, Duration::from_secs(40)).await;
+            eprintln!("Secret created -> Running in {:.1}s", created.elapsed().as_secs_f64());
+            let copy = ns.api::<Secret>().get("s-github").await.unwrap();
+            let token = copy.data.unwrap().remove("token").unwrap();
+            assert_eq!(token.0, TOKEN.as_bytes(), "the session's own copy of the token");
+            assert_eq!(copy.metadata.owner_references.unwrap()[0].kind, "AgentSession");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_session_expires_exactly_on_time_and_ttl_after_finished_deletes_it() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-expiry", |ns| async move {
+            let fake = fake_with_repo().await;
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({"agent": {"image": IMAGE}, "lifetime": {"maxDuration": "5s", "ttlAfterFinished": "3s"}});
+            create_session(&ns, &session("short", spec)).await;
+            let running = wait_session(&ns, "short", AgentSessionPhase::Running, T).await;
+            let expires_at = ccplant_operator::time::from_k8s(running.status.as_ref().unwrap().expires_at.as_ref().unwrap());
+            let expired = wait_session(&ns, "short", AgentSessionPhase::Expired, T).await;
+            let observed = chrono::Utc::now();
+            let late = (observed - expires_at).num_milliseconds();
+            eprintln!("Expired observed {late} ms after expiresAt");
+            assert!(late <= 1000, "Expired {late} ms after expiresAt");
+            assert!(late >= 0, "not before expiresAt");
+            assert_eq!(condition(&expired, "Ready").1, "Expired");
+            wait_for_deletion(&ns.api::<Pod>(), "short", Duration::from_secs(10), "pod deleted at expiry").await;
+            wait_for_deletion(&ns.api::<AgentSession>(), "short", Duration::from_secs(15), "ttlAfterFinished").await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn suspend_keeps_the_workspace_and_resume_starts_a_new_pod_on_it() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-suspend", |ns| async move {
+            // A PersistentVolume for the claim to bind to (the test cluster has no provisioner).
+            let class = format!("manual-{}", ns.name);
+            let pvs: Api<PersistentVolume> = Api::all(ns.client.clone());
+            let pv: PersistentVolume = serde_json::from_value(json!({
+                "metadata": {"name": format!("pv-{}", ns.name)},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                         "hostPath": {"path": format!("/tmp/{}", ns.name)}, "persistentVolumeReclaimPolicy": "Delete"},
+            }))
+            .unwrap();
+            pvs.create(&PostParams::default(), &pv).await.unwrap();
+            let fake = fake_with_repo().await;
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({"agent": {"image": IMAGE}, "workspace": {"size": "1Gi", "storageClassName": class}});
+            create_session(&ns, &session("w", spec)).await;
+            let running = wait_session(&ns, "w", AgentSessionPhase::Running, T).await;
+            assert_eq!(condition(&running, "WorkspaceReady").0, "True");
+            let first = ns.api::<Pod>().get("w").await.unwrap();
+            let claim = |p: &Pod| {
+                p.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().find_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+            };
+            assert_eq!(claim(&first).as_deref(), Some("w-workspace"));
+
+            let suspend = |on: bool| json!({"spec": {"suspend": on}});
+            ns.api::<AgentSession>().patch("w", &PatchParams::default(), &Patch::Merge(&suspend(true))).await.unwrap();
+            wait_session(&ns, "w", AgentSessionPhase::Suspended, T).await;
+            wait_for_deletion(&ns.api::<Pod>(), "w", T, "pod deleted on suspend").await;
+            assert!(ns.api::<PersistentVolumeClaim>().get_opt("w-workspace").await.unwrap().is_some(), "PVC kept");
+            assert!(ns.api::<Service>().get_opt("w").await.unwrap().is_some(), "Service kept");
+
+            ns.api::<AgentSession>().patch("w", &PatchParams::default(), &Patch::Merge(&suspend(false))).await.unwrap();
+            wait_session(&ns, "w", AgentSessionPhase::Running, T).await;
+            let second = ns.api::<Pod>().get("w").await.unwrap();
+            assert_ne!(second.metadata.uid, first.metadata.uid, "a new pod");
+            assert_eq!(claim(&second).as_deref(), Some("w-workspace"), "on the same PVC");
+            ns.api::<AgentSession>().delete("w", &DeleteParams::background()).await.unwrap();
+            wait_for_deletion(&ns.api::<PersistentVolumeClaim>(), "w-workspace", T, "PVC collected").await;
+            let _ = pvs.delete(&format!("pv-{}", ns.name), &DeleteParams::default()).await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_deleted_pod_is_recreated_and_a_deleted_session_takes_its_children_along() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-gc", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({"agent": {"image": IMAGE}, "repository": {"name": "octo/hello"}, "github": {"secretRef": {"name": SECRET}}});
+            create_session(&ns, &session("g", spec)).await;
+            wait_session(&ns, "g", AgentSessionPhase::Running, T).await;
+            let first = ns.api::<Pod>().get("g").await.unwrap().metadata.uid;
+            ns.api::<Pod>().delete("g", &DeleteParams::default()).await.unwrap();
+            wait_for(&ns.api::<Pod>(), "g", T, "a new pod", |p: &Pod| p.metadata.uid != first).await;
+            wait_session(&ns, "g", AgentSessionPhase::Running, T).await;
+            for (kind, present) in [
+                ("Service", ns.api::<Service>().get_opt("g").await.unwrap().is_some()),
+                ("NetworkPolicy", ns.api::<NetworkPolicy>().get_opt("g").await.unwrap().is_some()),
+                ("Secret", ns.api::<Secret>().get_opt("g-github").await.unwrap().is_some()),
+            ] {
+                assert!(present, "{kind} exists");
+            }
+            ns.api::<AgentSession>().delete("g", &DeleteParams::background()).await.unwrap();
+            wait_for_deletion(&ns.api::<Pod>(), "g", T, "pod collected").await;
+            wait_for_deletion(&ns.api::<Service>(), "g", T, "service collected").await;
+            wait_for_deletion(&ns.api::<NetworkPolicy>(), "g", T, "network policy collected").await;
+            wait_for_deletion(&ns.api::<Secret>(), "g-github", T, "credentials collected").await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_app_token_is_restricted_refreshed_in_place_and_revoked_at_the_end() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-app", |ns| async move {
+            use ccplant_testenv::fake_github::test_keys::{TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+            let fake = fake_with_repo().await;
+            fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
+            fake.set_installation_token_ttl(Duration::from_secs(8));
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "app"},
+                "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
+            }))
+            .unwrap();
+            ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({
+                "agent": {"image": IMAGE}, "repository": {"name": "octo/hello"},
+                "github": {"secretRef": {"name": "app"}, "permissions": {"contents": "write", "pull_requests": "read"}},
+            });
+            create_session(&ns, &session("a", spec)).await;
+            wait_session(&ns, "a", AgentSessionPhase::Running, T).await;
+            let pod_uid = ns.api::<Pod>().get("a").await.unwrap().metadata.uid;
+            let token_of = |s: Secret| String::from_utf8(s.data.unwrap().remove("token").unwrap().0).unwrap();
+            let first = token_of(ns.api::<Secret>().get("a-github").await.unwrap());
+            let minted: Vec<_> = fake.installation_tokens().into_iter().filter(|t| t.token == first).collect();
+            assert_eq!(minted.len(), 1);
+            assert_eq!(minted[0].repositories.as_deref(), Some(&["hello".to_string()][..]));
+            assert_eq!(minted[0].permissions, json!({"contents": "write", "pull_requests": "read"}));
+
+            // 8 s tokens are refreshed after 6 s; the pod keeps running.
+            let refreshed = wait_for(&ns.api::<Secret>(), "a-github", Duration::from_secs(30), "a refreshed token", |s: &Secret| {
+                s.data.as_ref().and_then(|d| d.get("token")).is_some_and(|t| t.0 != first.as_bytes())
+            })
+            .await;
+            let second = token_of(refreshed);
+            assert_eq!(ns.api::<Pod>().get("a").await.unwrap().metadata.uid, pod_uid, "no pod restart");
+
+            exit_pod(&ns, "a", "0").await;
+            let done = wait_session(&ns, "a", AgentSessionPhase::Succeeded, T).await;
+            assert_eq!(condition(&done, "CredentialsReady").1, "Revoked");
+            let record = fake.installation_tokens().into_iter().find(|t| t.token == second).unwrap();
+            assert!(record.revoked, "the live token was revoked at the end");
+            assert!(ns.api::<Secret>().get_opt("a-github").await.unwrap().is_none(), "the session Secret is gone");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_spec_the_operator_cannot_act_on_is_reported_once_without_retrying() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-invalid", |ns| async move {
+            let fake = fake_with_repo().await;
+            let _op = operator(&ns, &fake.url());
+            create_session(&ns, &session("noimage", json!({"prompt": "hi"}))).await;
+            let pending = wait_session(&ns, "noimage", AgentSessionPhase::Pending, T).await;
+            assert_eq!(
+                condition(&pending, "Ready"),
+                (
+                    "False".into(),
+                    "InvalidSpec".into(),
+                    "spec.agent.image is empty and the operator has no --default-agent-image"
+                        .into()
+                )
+            );
+            // A second session as a barrier: once it runs, the first was reconciled long ago.
+            create_session(&ns, &session("barrier", json!({"agent": {"image": IMAGE}}))).await;
+            wait_session(&ns, "barrier", AgentSessionPhase::Running, T).await;
+            let again = ns.api::<AgentSession>().get("noimage").await.unwrap();
+            assert_eq!(
+                again.metadata.resource_version, pending.metadata.resource_version,
+                "no further status writes"
+            );
+            let events = wait_event(&ns, "AgentSession", "noimage", |(_, r, _)| {
+                r == "InvalidSpec"
+            })
+            .await;
+            assert_eq!(events.len(), 1, "one InvalidSpec event: {events:?}");
+            assert!(ns.api::<Pod>().get_opt("noimage").await.unwrap().is_none());
+        })
+        .await;
+}
