@@ -1,6 +1,7 @@
 //! The ccplant operator library: configuration, controllers and their runtime.
 
 pub mod agent_session;
+pub mod apply;
 pub mod config;
 pub mod context;
 pub mod crdgen;

@@ -13,7 +13,6 @@ use super::names::SessionNames;
 use super::observe::{PodState, observe_pod};
 use crate::context::Context;
 use crate::credentials::CredentialsError;
-use crate::github_task::FIELD_MANAGER;
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
 use ccplant_api::{AgentSession, AgentSessionPhase, AgentSessionStatus};
@@ -21,7 +20,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -704,23 +703,16 @@ async fn ttl_action(
 
 async fn apply<K>(ctx: &Context, obj: &K, what: &str) -> Result<(), Error>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + Serialize + DeserializeOwned,
 {
-    let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let name = obj.meta().name.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        what: what.to_string(),
-        source,
-    })?;
-    Ok(())
+    crate::apply::apply_object(ctx, obj)
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Apply {
+            what: what.to_string(),
+            source,
+        })
 }
 
 async fn write_status(
@@ -729,25 +721,11 @@ async fn write_status(
     stored: &AgentSessionStatus,
     next: AgentSessionStatus,
 ) -> Result<AgentSessionStatus, Error> {
-    if *stored == next {
-        return Ok(next);
+    if *stored != next {
+        crate::apply::apply_status(ctx, session, &next)
+            .await
+            .map_err(Error::StatusWrite)?;
     }
-    let api: Api<AgentSession> =
-        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": AgentSession::api_version(&()),
-        "kind": AgentSession::kind(&()),
-        "status": next,
-    });
-    let updated = api
-        .patch_status(
-            &session.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::StatusWrite)?;
-    ctx.record_write(session, &updated);
     Ok(next)
 }
 

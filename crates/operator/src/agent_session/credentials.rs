@@ -69,6 +69,20 @@ pub enum SessionCredentialsError {
     Write(String, #[source] kube::Error),
 }
 
+/// The Secret the session's credentials come from: its secretRef, else the operator's default.
+pub fn source_location(ctx: &Context, session: &AgentSession) -> Option<(String, String)> {
+    secret_location(
+        session
+            .spec
+            .github
+            .as_ref()
+            .and_then(|g| g.secret_ref.as_ref()),
+        &session.namespace().unwrap_or_default(),
+        ctx.default_github_secret.as_deref(),
+        &ctx.operator_namespace,
+    )
+}
+
 /// Refresh an installation token after three quarters of its lifetime.
 pub fn refresh_time(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> DateTime<Utc> {
     issued_at + (expires_at - issued_at) * 3 / 4
@@ -146,18 +160,8 @@ pub async fn ensure(
     secret_name: &str,
     now: DateTime<Utc>,
 ) -> Result<Ensured, SessionCredentialsError> {
-    let ns = session.namespace().unwrap_or_default();
     let uid = session.uid().unwrap_or_default();
-    let Some((src_ns, src_name)) = secret_location(
-        session
-            .spec
-            .github
-            .as_ref()
-            .and_then(|g| g.secret_ref.as_ref()),
-        &ns,
-        ctx.default_github_secret.as_deref(),
-        &ctx.operator_namespace,
-    ) else {
+    let Some((src_ns, src_name)) = source_location(ctx, session) else {
         return Ok(Ensured::None);
     };
     if let Some(issued) = ctx.session_tokens.get(&uid)
@@ -294,16 +298,7 @@ pub async fn revoke(
                 .and_then(|d| d.get(ccplant_api::secret_keys::TOKEN))
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
                 .map(SecretString::from);
-            let source = secret_location(
-                session
-                    .spec
-                    .github
-                    .as_ref()
-                    .and_then(|g| g.secret_ref.as_ref()),
-                &ns,
-                ctx.default_github_secret.as_deref(),
-                &ctx.operator_namespace,
-            );
+            let source = source_location(ctx, session);
             (token, source, kind)
         }
     };

@@ -17,7 +17,7 @@ use ccplant_api::conditions::reasons;
 use ccplant_api::{AgentSession, GitHubTask, GitHubTaskPhase, GitHubTaskStatus};
 use chrono::Utc;
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -28,8 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Instrument, info, info_span, warn};
 
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "ccplant-operator";
+pub use crate::apply::FIELD_MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -298,22 +297,11 @@ async fn write_status(
     stored: &GitHubTaskStatus,
     next: GitHubTaskStatus,
 ) -> Result<GitHubTaskStatus, Error> {
-    if *stored == next {
-        return Ok(next);
+    if *stored != next {
+        crate::apply::apply_status(ctx, task, &next)
+            .await
+            .map_err(Error::StatusWrite)?;
     }
-    let api: Api<GitHubTask> =
-        Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": GitHubTask::api_version(&()),
-        "kind": GitHubTask::kind(&()),
-        "status": next,
-    });
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let updated = api
-        .patch_status(&task.name_any(), &pp, &Patch::Apply(&patch))
-        .await
-        .map_err(Error::StatusWrite)?;
-    ctx.record_write(task, &updated);
     Ok(next)
 }
 

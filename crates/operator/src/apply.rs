@@ -1,0 +1,51 @@
+//! Server-side apply of children and of status, with one field manager.
+
+use crate::context::Context;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "ccplant-operator";
+
+/// Applies `obj` (a complete desired object with apiVersion and kind) in its namespace.
+pub async fn apply_object<K>(ctx: &Context, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + Serialize + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+}
+
+/// Applies `status` to `obj`'s status subresource and notes the write, so a reconcile of the
+/// older cached object is recognised as stale ([`Context::is_stale`]).
+pub async fn apply_status<K, S>(ctx: &Context, obj: &K, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + DeserializeOwned,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let updated = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.record_write(obj, &updated);
+    Ok(updated)
+}
