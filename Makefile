@@ -55,4 +55,6 @@ testenv-down:
 demo: testenv-bins
 	@bash crates/testenv/scripts/demo.sh "$(TESTENV_DIR)"
 
-demo-down: testenv-down
+demo-down:
+	@if [ -f $(TESTENV_DIR)/demo.pids ]; then kill $$(cat $(TESTENV_DIR)/demo.pids) 2>/dev/null || true; fi
+	@$(MAKE) --no-print-directory testenv-down

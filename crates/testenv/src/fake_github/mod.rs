@@ -380,13 +380,17 @@ impl FakeGitHub {
         self.world().rate_limits.authenticated_limit = limit;
     }
 
-    /// Seeds the demo repository `ccplant-demo/hello-world`: branch `main` plus the feature
-    /// branches `feature/greeting` and `feature/farewell` (the latter has the newest commit).
+    /// Seeds the demo repository `ccplant-demo/hello-world`: branch `main`, the feature
+    /// branches `feature/greeting` and `feature/farewell` (the latter has the newest of those),
+    /// and `ccplant/healthz`, the work branch the demo's `healthz` session "pushed" (the demo
+    /// runs no real agent), committed before the others so auto-selection still picks
+    /// `feature/farewell`.
     pub fn seed_demo(&self) {
         let (owner, name) = ("ccplant-demo", "hello-world");
         self.add_repo(owner, name, "main");
         let now = Utc::now();
         let commits = [
+            ("ccplant/healthz", "Add a /healthz endpoint", 3),
             ("feature/greeting", "Greet the user by name", 2),
             ("feature/farewell", "Say goodbye on exit", 1),
         ];
