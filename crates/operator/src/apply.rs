@@ -25,6 +25,20 @@ where
     .await
 }
 
+/// Like [`apply_status`], but only if `obj` is still at its `resourceVersion` (409 otherwise).
+pub async fn apply_status_at_version<K, S>(
+    ctx: &Context,
+    obj: &K,
+    status: &S,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + DeserializeOwned,
+    S: Serialize,
+{
+    patch_status(ctx, obj, status, obj.resource_version()).await
+}
+
 /// Applies `status` to `obj`'s status subresource and notes the write, so a reconcile of the
 /// older cached object is recognised as stale ([`Context::is_stale`]).
 pub async fn apply_status<K, S>(ctx: &Context, obj: &K, status: &S) -> Result<K, kube::Error>
@@ -33,12 +47,30 @@ where
     K: Clone + Debug + DeserializeOwned,
     S: Serialize,
 {
+    patch_status(ctx, obj, status, None).await
+}
+
+async fn patch_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    status: &S,
+    version: Option<String>,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + DeserializeOwned,
+    S: Serialize,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(version) = version {
+        // A resourceVersion in an apply request is a precondition.
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
     let updated = api
         .patch_status(
             &obj.name_any(),

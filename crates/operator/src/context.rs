@@ -7,7 +7,10 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+
+/// A GitHubTask controller's cache and the trigger of its dependents' reconciles.
+type TaskScope = (Store<GitHubTask>, UnboundedSender<ObjectRef<GitHubTask>>);
 
 pub struct Context {
     pub client: Client,
@@ -19,7 +22,8 @@ pub struct Context {
     pub task_concurrency: u16,
     /// Tokens the operator issued to sessions (never logged).
     pub session_tokens: crate::agent_session::credentials::SessionTokens,
-    tasks: OnceLock<(Store<GitHubTask>, UnboundedSender<ObjectRef<GitHubTask>>)>,
+    /// One task cache (and dependents trigger) per watched scope (`--namespaces`).
+    tasks: Mutex<Vec<TaskScope>>,
     /// Per object uid: resourceVersions our own later status writes superseded.
     superseded: Mutex<HashMap<String, Superseded>>,
 }
@@ -54,7 +58,7 @@ impl Context {
             operator_namespace: config.operator_namespace.clone(),
             task_concurrency: config.task_concurrency,
             session_tokens: Default::default(),
-            tasks: OnceLock::new(),
+            tasks: Mutex::new(Vec::new()),
             superseded: Mutex::new(HashMap::new()),
         })
     }
@@ -64,31 +68,33 @@ impl Context {
         store: Store<GitHubTask>,
         dependents: UnboundedSender<ObjectRef<GitHubTask>>,
     ) {
-        let _ = self.tasks.set((store, dependents));
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push((store, dependents));
+        }
     }
 
-    /// A GitHubTask from the controller's cache.
+    /// A GitHubTask from the controllers' caches.
     pub fn find_task(&self, namespace: &str, name: &str) -> Option<Arc<GitHubTask>> {
-        let (store, _) = self.tasks.get()?;
-        store.get(&ObjectRef::new(name).within(namespace))
+        let tasks = self.tasks.lock().ok()?;
+        let key = ObjectRef::new(name).within(namespace);
+        tasks.iter().find_map(|(store, _)| store.get(&key))
     }
 
     /// Reconciles the tasks waiting for `task` (approveAndMerge.fromTask) now that it succeeded.
     pub fn notify_dependents(&self, task: &GitHubTask) {
-        let Some((store, tx)) = self.tasks.get() else {
-            return;
-        };
+        let Ok(tasks) = self.tasks.lock() else { return };
         let ns = task.namespace();
         let name = task.name_any();
-        for t in store.state() {
-            if t.namespace() == ns
-                && t.spec
+        for (store, tx) in tasks.iter() {
+            for t in store.state() {
+                let from = t
+                    .spec
                     .approve_and_merge
                     .as_ref()
-                    .and_then(|a| a.from_task.as_deref())
-                    == Some(name.as_str())
-            {
-                let _ = tx.unbounded_send(ObjectRef::from_obj(&*t));
+                    .and_then(|a| a.from_task.as_deref());
+                if t.namespace() == ns && from == Some(name.as_str()) {
+                    let _ = tx.unbounded_send(ObjectRef::from_obj(&*t));
+                }
             }
         }
     }
@@ -103,6 +109,10 @@ impl Context {
         ) else {
             return;
         };
+        if old == new {
+            // Nothing changed on the server: the cached version is current.
+            return;
+        }
         if let Ok(mut map) = self.superseded.lock() {
             let entry = map.entry(uid).or_default();
             entry.versions.insert(old);

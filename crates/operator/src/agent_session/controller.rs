@@ -158,7 +158,7 @@ where
         .default_backoff()
         .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
         .reflect(writer)
-        .applied_objects()
+        .touched_objects()
         .boxed();
     (store, stream)
 }
@@ -393,6 +393,17 @@ async fn reconcile_inner(
             )
             .await;
         }
+        Err(e @ SessionCredentialsError::TokenNotShareable(_)) => {
+            return pending(
+                ctx,
+                &session,
+                &stored,
+                next,
+                "TokenNotShareable",
+                e.to_string(),
+            )
+            .await;
+        }
         Err(
             e @ (SessionCredentialsError::Mint { .. }
             | SessionCredentialsError::AppWithoutRepository),
@@ -413,12 +424,19 @@ async fn reconcile_inner(
     apply_infrastructure(&sctx, &session).await?;
     let pod_ref = ObjectRef::<Pod>::new(&names.pod).within(&ns);
     let cached_pod = sctx.children.pods.get(&pod_ref);
+    let terminating = cached_pod
+        .as_ref()
+        .is_some_and(|p| p.metadata.deletion_timestamp.is_some());
     let live = cached_pod
         .as_deref()
         .filter(|p| p.metadata.deletion_timestamp.is_none());
-    if live.is_none() {
-        // Missing (first start, resume, or deleted behind our back): (re)create it.
+    if cached_pod.is_none() {
+        // Missing (first start, resume, or deleted behind our back): (re)create it. A pod still
+        // terminating is left alone; its deletion event (or the short requeue) re-creates it.
         apply(ctx, &desired_pod, &format!("Pod {ns}/{}", names.pod)).await?;
+    }
+    if terminating {
+        requeue = requeue.min(Duration::from_secs(2));
     }
     next.status.pod_name = Some(names.pod.clone());
     next.status.service_name = Some(names.service.clone());

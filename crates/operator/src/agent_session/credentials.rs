@@ -65,6 +65,10 @@ pub enum SessionCredentialsError {
     },
     #[error("a GitHub App installation token needs spec.repository")]
     AppWithoutRepository,
+    #[error(
+        "Secret {0} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App"
+    )]
+    TokenNotShareable(String),
     #[error("writing Secret {0}: {1}")]
     Write(String, #[source] kube::Error),
 }
@@ -197,6 +201,13 @@ pub async fn ensure(
             problem,
         })?;
     match creds {
+        Credentials::Token(_) if src_ns != session.namespace().unwrap_or_default() => {
+            // A long-lived token from the operator's namespace would become readable to anyone
+            // who can read Secrets or exec into pods in the session's namespace.
+            Err(SessionCredentialsError::TokenNotShareable(format!(
+                "{src_ns}/{src_name}"
+            )))
+        }
         Credentials::Token(token) => {
             write_secret(ctx, session, secret_name, &token, "token", None).await?;
             ctx.session_tokens.set(

@@ -103,11 +103,19 @@ pub enum Inputs {
 pub async fn resolve_inputs(ctx: &Context, task: &GitHubTask) -> Result<Inputs, Error> {
     let ns = task.namespace().unwrap_or_default();
     let mut inputs = ResolvedInputs::default();
+    // Inputs already recorded by an earlier attempt are not resolved again: the upstream object
+    // may be gone by now (e.g. a session deleted by ttlAfterFinished).
+    let recorded = task
+        .status
+        .as_ref()
+        .and_then(|s| s.result.clone())
+        .unwrap_or_default();
     if let Some(session) = task
         .spec
         .create_pull_request
         .as_ref()
         .and_then(|p| p.from_session.as_deref())
+        .filter(|_| recorded.head_branch.is_none())
     {
         let api: Api<AgentSession> = Api::namespaced(ctx.client.clone(), &ns);
         let found = api
@@ -150,6 +158,7 @@ pub async fn resolve_inputs(ctx: &Context, task: &GitHubTask) -> Result<Inputs, 
         .approve_and_merge
         .as_ref()
         .and_then(|a| a.from_task.as_deref())
+        .filter(|_| recorded.pull_request_number.is_none())
     {
         let from_store = ctx.find_task(&ns, other);
         let Some(other_task) = from_store else {
@@ -359,8 +368,10 @@ pub async fn run_action(
                     })
                     .await?;
             }
+            // Only a pull request carrying this task's marker is an earlier attempt's: an
+            // older PR from a reused branch must not be adopted.
             let mut pull = if uncertain {
-                github.find_pull(repo, &head, &base).await?
+                github.find_pull_by_marker(repo, &marker, since).await?
             } else {
                 None
             };
@@ -406,7 +417,15 @@ pub async fn run_action(
             {
                 Some(n) => n,
                 None => match github.newest_open_pull(repo).await? {
-                    Some(p) => p.number as i64,
+                    Some(p) => {
+                        // Record the choice before anything else can fail: a retry never picks
+                        // another pull request.
+                        let n = p.number as i64;
+                        progress
+                            .save(|s| result_mut(s).pull_request_number = Some(n))
+                            .await?;
+                        n
+                    }
                     None => {
                         return Err(StepError::User {
                             reason: "NoPullRequest".into(),
@@ -417,6 +436,18 @@ pub async fn run_action(
             };
             let pull = github.pull(repo, number as u64).await?;
             let url = pull.html_url.clone();
+            if let Some(expected) = spec.expected_head_sha.as_deref()
+                && recorded.head_sha.is_none()
+                && expected != pull.head.sha
+            {
+                return Err(StepError::User {
+                    reason: "HeadMoved".into(),
+                    message: format!(
+                        "head of pull request #{number} is {} but expectedHeadSHA is {expected}",
+                        pull.head.sha
+                    ),
+                });
+            }
             if pull.merged {
                 progress.note(|s| {
                     let r = result_mut(s);

@@ -217,13 +217,15 @@ async fn reconcile_inner(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Act
     // Record the attempt before any GitHub write. An attempt already recorded without a result
     // may have written: the action then looks for its effect first.
     let uncertain = stored.attempts > 0;
-    let started = write_status(
-        &ctx,
-        &task,
-        &stored,
-        sb.start_attempt(task.spec.retry.max_attempts),
-    )
-    .await?;
+    // The attempt record is fenced on the version this decision was made from: if anyone else
+    // (another operator process) wrote the task meanwhile, the apiserver answers 409 and this
+    // reconcile steps back instead of writing to GitHub a second time.
+    let started = sb.start_attempt(task.spec.retry.max_attempts);
+    match crate::apply::apply_status_at_version(&ctx, &*task, &started).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::await_change()),
+        Err(e) => return Err(Error::StatusWrite(e)),
+    }
     if stored.phase != Some(GitHubTaskPhase::Running) {
         publish(
             &ctx,

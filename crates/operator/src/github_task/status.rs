@@ -145,6 +145,8 @@ impl StatusBuilder {
         reset_at: DateTime<Utc>,
         message: String,
     ) -> (GitHubTaskStatus, Outcome) {
+        // GitHub's clock (x-ratelimit-reset) may be behind ours: never retry before now + 1 s.
+        let reset_at = reset_at.max(self.now) + chrono::Duration::seconds(1);
         self.status.attempts = (self.status.attempts - 1).max(0);
         self.status.phase = Some(GitHubTaskPhase::Running);
         let text = format!("{message}; next attempt at {}", reset_at.to_rfc3339());
@@ -252,8 +254,8 @@ mod tests {
         let (s, outcome) = StatusBuilder::from_status(&task(None), started, at(1))
             .rate_limited(at(61), "API rate limit exceeded".into());
         assert_eq!(s.attempts, 0);
-        assert_eq!(outcome, Outcome::RequeueAfter(Duration::from_secs(60)));
-        assert_eq!(s.next_attempt_time, Some(to_k8s(at(61))));
+        assert_eq!(outcome, Outcome::RequeueAfter(Duration::from_secs(61)));
+        assert_eq!(s.next_attempt_time, Some(to_k8s(at(62))));
         assert_eq!(cond(&s, types::RATE_LIMITED).status, "True");
         assert_eq!(cond(&s, types::READY).reason, reasons::RATE_LIMITED);
     }
