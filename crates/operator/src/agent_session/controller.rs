@@ -349,7 +349,30 @@ async fn reconcile_inner(
 
     // Credentials before the pod: its clone needs them.
     let mut requeue = expiry_requeue;
-    match credentials::ensure(ctx, &session, &names.credentials_secret, now).await {
+    let ensured = credentials::ensure(ctx, &session, &names.credentials_secret, now).await;
+    // A failed refresh while the current token is still valid keeps the session running: it is
+    // reported and retried, the pod and its lifecycle go on.
+    let still_valid = ctx
+        .session_tokens
+        .get(&session.uid().unwrap_or_default())
+        .and_then(|i| i.expires_at)
+        .is_some_and(|exp| exp > now + chrono::Duration::seconds(30));
+    let mut refresh_failed = false;
+    let ensured = match ensured {
+        Err(e) if still_valid && !matches!(e, SessionCredentialsError::Write(..)) => {
+            next.condition(
+                types::CREDENTIALS_READY,
+                ConditionStatus::False,
+                "TokenRefreshFailed",
+                &e.to_string(),
+            );
+            requeue = requeue.min(Duration::from_secs(30));
+            refresh_failed = true;
+            Ok(Ensured::Ready { refresh_at: None })
+        }
+        other => other,
+    };
+    match ensured {
         Ok(Ensured::None) => {
             next.condition(
                 types::CREDENTIALS_READY,
@@ -359,12 +382,14 @@ async fn reconcile_inner(
             );
         }
         Ok(Ensured::Ready { refresh_at }) => {
-            next.condition(
-                types::CREDENTIALS_READY,
-                ConditionStatus::True,
-                reasons::AVAILABLE,
-                "GitHub token in Secret",
-            );
+            if !refresh_failed {
+                next.condition(
+                    types::CREDENTIALS_READY,
+                    ConditionStatus::True,
+                    reasons::AVAILABLE,
+                    "GitHub token in Secret",
+                );
+            }
             if let Some(r) = refresh_at {
                 requeue = requeue.min(until(r, now).max(Duration::from_secs(1)));
             }

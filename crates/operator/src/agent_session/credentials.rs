@@ -175,6 +175,49 @@ pub async fn ensure(
             refresh_at: issued.refresh_at,
         });
     }
+    // Nothing in memory (first reconcile, or after a restart): read the session's own Secret
+    // once and adopt a token that is still good instead of minting or writing again.
+    let own: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    let existing = if ctx.session_tokens.get(&uid).is_none() {
+        own.get_opt(secret_name)
+            .await
+            .map_err(|e| SessionCredentialsError::Write(secret_name.to_string(), e))?
+    } else {
+        None
+    };
+    let existing_token = existing.as_ref().and_then(|s| {
+        let data = s.data.as_ref()?.get(ccplant_api::secret_keys::TOKEN)?;
+        String::from_utf8(data.0.clone()).ok()
+    });
+    if let (Some(secret), Some(token)) = (existing.as_ref(), existing_token.as_ref())
+        && secret
+            .annotations()
+            .get(TOKEN_KIND_ANNOTATION)
+            .map(String::as_str)
+            == Some("installation")
+        && let Some(expires_at) = secret
+            .annotations()
+            .get(TOKEN_EXPIRES_ANNOTATION)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    {
+        let refresh_at = expires_at - chrono::Duration::minutes(10);
+        if now < refresh_at {
+            ctx.session_tokens.set(
+                &uid,
+                Issued {
+                    token: SecretString::from(token.clone()),
+                    refresh_at: Some(refresh_at),
+                    expires_at: Some(expires_at),
+                    source: (src_ns, src_name),
+                },
+            );
+            return Ok(Ensured::Ready {
+                refresh_at: Some(refresh_at),
+            });
+        }
+    }
     let source_secret: Api<Secret> = Api::namespaced(ctx.client.clone(), &src_ns);
     let source = match source_secret.get_opt(&src_name).await {
         Ok(Some(s)) => s,
@@ -209,7 +252,9 @@ pub async fn ensure(
             )))
         }
         Credentials::Token(token) => {
-            write_secret(ctx, session, secret_name, &token, "token", None).await?;
+            if existing_token.as_deref() != Some(token.expose_secret()) {
+                write_secret(ctx, session, secret_name, &token, "token", None).await?;
+            }
             ctx.session_tokens.set(
                 &uid,
                 Issued {
