@@ -446,7 +446,9 @@ async fn reconcile_inner(
         Err(e) => return Err(Error::Credentials(e)),
     }
 
-    apply_infrastructure(&sctx, &session).await?;
+    if let Err(e) = apply_infrastructure(&sctx, &session).await {
+        return rejected(ctx, &session, &stored, next, e).await;
+    }
     let pod_ref = ObjectRef::<Pod>::new(&names.pod).within(&ns);
     let cached_pod = sctx.children.pods.get(&pod_ref);
     let terminating = cached_pod
@@ -458,7 +460,9 @@ async fn reconcile_inner(
     if cached_pod.is_none() {
         // Missing (first start, resume, or deleted behind our back): (re)create it. A pod still
         // terminating is left alone; its deletion event (or the short requeue) re-creates it.
-        apply(ctx, &desired_pod, &format!("Pod {ns}/{}", names.pod)).await?;
+        if let Err(e) = apply(ctx, &desired_pod, &format!("Pod {ns}/{}", names.pod)).await {
+            return rejected(ctx, &session, &stored, next, e).await;
+        }
     }
     if terminating {
         requeue = requeue.min(Duration::from_secs(2));
@@ -676,6 +680,34 @@ fn has_credentials(ctx: &Context, session: &AgentSession) -> bool {
         &ctx.operator_namespace,
     )
     .is_some()
+}
+
+/// The apiserver refused a child (admission, quota, RBAC, an invalid override): a condition, a
+/// Warning event and a slow retry instead of a 5 s error loop; other errors propagate.
+async fn rejected(
+    ctx: &Context,
+    session: &AgentSession,
+    stored: &AgentSessionStatus,
+    mut next: Next,
+    err: Error,
+) -> Result<Action, Error> {
+    let refused = match &err {
+        Error::Apply {
+            what,
+            source: kube::Error::Api(e),
+        } if matches!(e.code, 400 | 403 | 404 | 422) => {
+            Some(format!("{what} was refused: {}", e.message))
+        }
+        Error::Build(e) => Some(e.to_string()),
+        _ => None,
+    };
+    let Some(message) = refused else {
+        return Err(err);
+    };
+    next.phase(AgentSessionPhase::Pending, false, "ChildRejected", message);
+    let written = write_status(ctx, session, stored, next.status).await?;
+    announce(ctx, session, stored, &written).await;
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 async fn pending(

@@ -390,3 +390,49 @@ async fn a_spec_the_operator_cannot_act_on_is_reported_once_without_retrying() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_pod_the_apiserver_refuses_is_reported_without_a_retry_loop() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-refused", |ns| async move {
+            let fake = fake_with_repo().await;
+            let _op = operator(&ns, &fake.url());
+            let spec =
+                json!({"agent": {"image": IMAGE}, "pod": {"priorityClassName": "no-such-class"}});
+            create_session(&ns, &session("p", spec)).await;
+            let pending = wait_for(
+                &ns.api::<AgentSession>(),
+                "p",
+                T,
+                "Ready=False ChildRejected",
+                |s: &AgentSession| {
+                    s.status.as_ref().is_some_and(|st| {
+                        st.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.reason == "ChildRejected")
+                    })
+                },
+            )
+            .await;
+            let (_, _, message) = condition(&pending, "Ready");
+            assert!(
+                message.starts_with(&format!("Pod {}/p was refused: ", ns.name)),
+                "{message}"
+            );
+            assert!(message.contains("no-such-class"), "{message}");
+            wait_event(&ns, "AgentSession", "p", |(t, r, _)| {
+                t == "Warning" && r == "ChildRejected"
+            })
+            .await;
+            // No loop: a barrier session runs, the refused one was not written again.
+            create_session(&ns, &session("barrier", json!({"agent": {"image": IMAGE}}))).await;
+            wait_session(&ns, "barrier", AgentSessionPhase::Running, T).await;
+            let again = ns.api::<AgentSession>().get("p").await.unwrap();
+            assert_eq!(
+                again.metadata.resource_version,
+                pending.metadata.resource_version
+            );
+        })
+        .await;
+}
