@@ -1317,7 +1317,15 @@ async fn the_binary_serves_the_demo_seed_and_exits_on_sigterm() {
         .iter()
         .map(|b| b["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["feature/farewell", "feature/greeting", "main"]);
+    assert_eq!(
+        names,
+        [
+            "ccplant/healthz",
+            "feature/farewell",
+            "feature/greeting",
+            "main"
+        ]
+    );
     let issue = client
         .post(
             "/repos/ccplant-demo/hello-world/issues",
