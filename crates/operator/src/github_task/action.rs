@@ -85,6 +85,19 @@ fn user_reason(status: u16) -> &'static str {
     }
 }
 
+/// The effect an earlier attempt left (looked up only when `look`), else a new one. Futures are
+/// lazy: the write is sent only when the lookup found nothing.
+async fn earlier_or_new<T>(
+    look: bool,
+    find: impl Future<Output = Result<Option<T>, gh::Error>>,
+    create: impl Future<Output = Result<T, gh::Error>>,
+) -> Result<T, gh::Error> {
+    if look && let Some(found) = find.await? {
+        return Ok(found);
+    }
+    create.await
+}
+
 /// Values that come from other objects.
 #[derive(Debug, Default, Clone)]
 pub struct ResolvedInputs {
@@ -288,41 +301,25 @@ pub async fn run_action(
             if let Some(comment) = spec.trigger_comment.as_deref()
                 && progress.result().comment_id.is_none()
             {
-                let earlier = if found_earlier {
-                    github
-                        .find_comment_by_marker(repo, number as u64, &marker)
-                        .await?
-                } else {
-                    None
-                };
-                let c = match earlier {
-                    Some(c) => c,
-                    None => {
-                        github
-                            .create_comment(repo, number as u64, comment, &marker)
-                            .await?
-                    }
-                };
+                // An earlier, interrupted attempt may already have written it.
+                let c = earlier_or_new(
+                    found_earlier,
+                    github.find_comment_by_marker(repo, number as u64, &marker),
+                    github.create_comment(repo, number as u64, comment, &marker),
+                )
+                .await?;
                 progress.note(|s| result_mut(s).comment_id = Some(c.id as i64));
             }
             Ok(())
         }
         Some(SpecAction::Comment(spec)) => {
-            let earlier = if uncertain {
-                github
-                    .find_comment_by_marker(repo, spec.issue as u64, &marker)
-                    .await?
-            } else {
-                None
-            };
-            let c = match earlier {
-                Some(c) => c,
-                None => {
-                    github
-                        .create_comment(repo, spec.issue as u64, &spec.body, &marker)
-                        .await?
-                }
-            };
+            // An earlier, interrupted attempt may already have written it.
+            let c = earlier_or_new(
+                uncertain,
+                github.find_comment_by_marker(repo, spec.issue as u64, &marker),
+                github.create_comment(repo, spec.issue as u64, &spec.body, &marker),
+            )
+            .await?;
             progress.note(|s| {
                 let r = result_mut(s);
                 r.issue_number = Some(spec.issue);
@@ -490,27 +487,19 @@ pub async fn run_action(
                     .await?;
             }
             if spec.approve && progress.result().review_id.is_none() {
-                let earlier = if uncertain {
-                    github
-                        .find_review_by_marker(repo, number as u64, &marker)
-                        .await?
-                } else {
-                    None
-                };
-                let review = match earlier {
-                    Some(r) => r,
-                    None => {
-                        github
-                            .approve(
-                                repo,
-                                number as u64,
-                                &spec.review_comment,
-                                &head_sha,
-                                &marker,
-                            )
-                            .await?
-                    }
-                };
+                // An earlier, interrupted attempt may already have written it.
+                let review = earlier_or_new(
+                    uncertain,
+                    github.find_review_by_marker(repo, number as u64, &marker),
+                    github.approve(
+                        repo,
+                        number as u64,
+                        &spec.review_comment,
+                        &head_sha,
+                        &marker,
+                    ),
+                )
+                .await?;
                 progress.note(|s| result_mut(s).review_id = Some(review.id as i64));
             }
             let merge = gh::MergeRequest {

@@ -270,9 +270,7 @@ async fn finish(
     task: &GitHubTask,
     status: GitHubTaskStatus,
 ) -> Result<Action, Error> {
-    let stored = task.status.clone().unwrap_or_default();
-    let written = write_status(ctx, task, &stored, status).await?;
-    announce(ctx, task, &stored, &written).await;
+    record(ctx, task, status).await?;
     Ok(Action::await_change())
 }
 
@@ -283,13 +281,23 @@ async fn pending(
     task: &GitHubTask,
     status: GitHubTaskStatus,
 ) -> Result<Action, Error> {
-    let stored = task.status.clone().unwrap_or_default();
-    let written = write_status(ctx, task, &stored, status).await?;
-    announce(ctx, task, &stored, &written).await;
+    let written = record(ctx, task, status).await?;
     Ok(Action::requeue(status::pending_backoff(
         &written,
         Utc::now(),
     )))
+}
+
+/// Writes `status` over the stored one (if different) and announces the transition.
+async fn record(
+    ctx: &Context,
+    task: &GitHubTask,
+    status: GitHubTaskStatus,
+) -> Result<GitHubTaskStatus, Error> {
+    let stored = task.status.clone().unwrap_or_default();
+    let written = write_status(ctx, task, &stored, status).await?;
+    announce(ctx, task, &stored, &written).await;
+    Ok(written)
 }
 
 /// Server-side applies `next` unless it equals `stored` (steady state writes nothing).

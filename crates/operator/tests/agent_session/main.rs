@@ -436,3 +436,35 @@ async fn a_pod_the_apiserver_refuses_is_reported_without_a_retry_loop() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn the_operators_default_plain_token_is_never_copied_into_a_session_namespace() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-default", |ns| async move {
+            // The default credential lives in another namespace (the operator's).
+            let secrets: Api<Secret> = Api::namespaced(ns.client.clone(), "default");
+            let name = format!("default-token-{}", ns.name);
+            let secret: Secret =
+                serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"token": TOKEN}})).unwrap();
+            secrets.create(&PostParams::default(), &secret).await.unwrap();
+            let fake = fake_with_repo().await;
+            let default = format!("default/{name}");
+            let mut op = Operator::new(&ns.name, &fake.url(), &["--default-github-secret", &default]);
+            op.start();
+            create_session(&ns, &session("d", json!({"agent": {"image": IMAGE}, "repository": {"name": "octo/hello"}}))).await;
+            let pending = wait_session(&ns, "d", AgentSessionPhase::Pending, T).await;
+            assert_eq!(
+                condition(&pending, "CredentialsReady"),
+                (
+                    "False".into(),
+                    "TokenNotShareable".into(),
+                    format!("Secret {default} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App")
+                )
+            );
+            assert!(ns.api::<Secret>().get_opt("d-github").await.unwrap().is_none(), "no copy");
+            assert!(ns.api::<Pod>().get_opt("d").await.unwrap().is_none(), "no pod");
+            secrets.delete(&name, &DeleteParams::default()).await.unwrap();
+        })
+        .await;
+}

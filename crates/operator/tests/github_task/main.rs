@@ -527,3 +527,82 @@ async fn normal_paths_make_the_minimum_github_calls() {
         })
         .await;
 }
+
+/// Two writers (a second operator process, a deposed leader): the attempt record is fenced on
+/// the resourceVersion the decision was made from, so the stale writer gets 409 and writes
+/// nothing — neither to status nor, in the controller, to GitHub.
+#[tokio::test]
+async fn a_stale_attempt_record_is_refused_with_a_conflict() {
+    use ccplant_operator::config::RunArgs;
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-fence", |ns| async move {
+            let api = ns.api::<GitHubTask>();
+            create(
+                &ns,
+                &task(
+                    "t",
+                    json!({"repository": "octo/hello", "createIssue": {"title": "x"}}),
+                ),
+            )
+            .await;
+            let seen = api.get("t").await.unwrap();
+            // Someone else writes in between.
+            let label = json!({"metadata": {"labels": {"moved": "yes"}}});
+            api.patch(
+                "t",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&label),
+            )
+            .await
+            .unwrap();
+
+            let run = Args::parse_from(["test"]).run;
+            let recorder = kube::runtime::events::Recorder::new(
+                ns.client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            );
+            let github = ccplant_operator::credentials::GitHubClients::new(
+                "http://127.0.0.1:1",
+                Duration::from_secs(1),
+            );
+            let ctx =
+                ccplant_operator::context::Context::new(ns.client.clone(), recorder, github, &run);
+            let attempt = ccplant_api::GitHubTaskStatus {
+                attempts: 1,
+                ..Default::default()
+            };
+
+            let err = ccplant_operator::apply::apply_status_at_version(&ctx, &seen, &attempt)
+                .await
+                .unwrap_err();
+            let kube::Error::Api(status) = err else {
+                panic!("unexpected error {err}")
+            };
+            assert_eq!(status.code, 409, "{status:?}");
+            assert!(
+                api.get("t")
+                    .await
+                    .unwrap()
+                    .status
+                    .is_none_or(|s| s.attempts == 0),
+                "nothing recorded"
+            );
+
+            let current = api.get("t").await.unwrap();
+            ccplant_operator::apply::apply_status_at_version(&ctx, &current, &attempt)
+                .await
+                .expect("fresh version applies");
+            assert_eq!(api.get("t").await.unwrap().status.unwrap().attempts, 1);
+        })
+        .await;
+}
