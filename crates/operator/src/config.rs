@@ -83,6 +83,29 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or ccplant_operator=debug.
     #[arg(long, env = "CCPLANT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Elect a leader on a Lease so that only one replica reconciles; `--leader-elect=false`
+    /// for single-replica and local runs.
+    #[arg(long, env = "CCPLANT_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "CCPLANT_LEASE_NAME", default_value = "ccplant-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (default: the operator's namespace).
+    #[arg(long, env = "CCPLANT_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease (default: the pod name from the downward API, else
+    /// the hostname plus a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free one;
+    /// the bound address is logged).
+    #[arg(long, env = "CCPLANT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl RunArgs {

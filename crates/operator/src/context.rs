@@ -20,6 +20,8 @@ pub struct Context {
     pub default_github_secret: Option<String>,
     pub operator_namespace: String,
     pub task_concurrency: u16,
+    /// Whether this replica may reconcile (leader election).
+    pub leadership: crate::leader::Leadership,
     /// Tokens the operator issued to sessions (never logged).
     pub session_tokens: crate::agent_session::credentials::SessionTokens,
     /// One task cache (and dependents trigger) per watched scope (`--namespaces`).
@@ -47,6 +49,7 @@ impl Context {
         client: Client,
         recorder: Recorder,
         github: GitHubClients,
+        leadership: crate::leader::Leadership,
         config: &crate::config::RunArgs,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -57,6 +60,7 @@ impl Context {
             default_github_secret: config.default_github_secret.clone(),
             operator_namespace: config.operator_namespace.clone(),
             task_concurrency: config.task_concurrency,
+            leadership,
             session_tokens: Default::default(),
             tasks: Mutex::new(Vec::new()),
             superseded: Mutex::new(HashMap::new()),

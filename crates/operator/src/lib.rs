@@ -7,6 +7,7 @@ pub mod context;
 pub mod crdgen;
 pub mod credentials;
 pub mod github_task;
+pub mod leader;
 pub mod run;
 pub mod telemetry;
 pub mod time;

@@ -44,7 +44,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
     );
     let github = GitHubClients::new(&args.github_api_url, args.github_timeout);
-    let ctx = Context::new(client.clone(), recorder, github, &args);
+    let ctx = Context::new(client.clone(), recorder, github, crate::leader::Leadership::always(), &args);
     info!(%identity, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
 
     let build = crate::agent_session::build::BuildConfig {

@@ -47,6 +47,16 @@ pub fn install_crds() {
     });
 }
 
+/// The kubeconfig the operator runs with: the test control plane's admin kubeconfig, or, when
+/// `CCPLANT_TEST_OPERATOR_KUBECONFIG` is set, that one (e.g. a token of the Helm chart's
+/// ServiceAccount, to prove the chart's RBAC is sufficient).
+pub fn operator_kubeconfig() -> PathBuf {
+    match std::env::var_os("CCPLANT_TEST_OPERATOR_KUBECONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => TestEnv::global().kubeconfig.clone(),
+    }
+}
+
 /// The operator binary as a child process.
 pub struct Operator {
     child: Option<tokio::process::Child>,
@@ -73,6 +83,11 @@ impl Operator {
             "info,ccplant_operator=debug".into(),
             "--github-timeout".into(),
             "5s".into(),
+            // Tests run many operators at once: each reconciles its own namespace alone and
+            // serves metrics on a free port.
+            "--leader-elect=false".into(),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Self {
@@ -91,7 +106,7 @@ impl Operator {
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccplant-operator"))
             .args(&self.args)
-            .env("KUBECONFIG", &TestEnv::global().kubeconfig)
+            .env("KUBECONFIG", operator_kubeconfig())
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -575,8 +575,13 @@ async fn a_stale_attempt_record_is_refused_with_a_conflict() {
                 "http://127.0.0.1:1",
                 Duration::from_secs(1),
             );
-            let ctx =
-                ccplant_operator::context::Context::new(ns.client.clone(), recorder, github, &run);
+            let ctx = ccplant_operator::context::Context::new(
+                ns.client.clone(),
+                recorder,
+                github,
+                ccplant_operator::leader::Leadership::always(),
+                &run,
+            );
             let attempt = ccplant_api::GitHubTaskStatus {
                 attempts: 1,
                 ..Default::default()
