@@ -1,12 +1,14 @@
 //! State shared by the reconcilers of one operator process.
 
 use crate::credentials::GitHubClients;
-use ccplant_api::GitHubTask;
+use crate::metrics::Metrics;
+use ccplant_api::{AgentSession, AgentSessionPhase, GitHubTask, GitHubTaskPhase};
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A GitHubTask controller's cache and the trigger of its dependents' reconciles.
@@ -22,12 +24,23 @@ pub struct Context {
     pub task_concurrency: u16,
     /// Whether this replica may reconcile (leader election).
     pub leadership: crate::leader::Leadership,
+    pub metrics: Arc<Metrics>,
     /// Tokens the operator issued to sessions (never logged).
     pub session_tokens: crate::agent_session::credentials::SessionTokens,
     /// One task cache (and dependents trigger) per watched scope (`--namespaces`).
     tasks: Mutex<Vec<TaskScope>>,
+    /// One AgentSession cache per watched scope.
+    sessions: Mutex<Vec<Store<AgentSession>>>,
+    /// Whether each registered cache has completed its initial list (for `/readyz`).
+    caches: Mutex<Vec<CacheSync>>,
     /// Per object uid: resourceVersions our own later status writes superseded.
     superseded: Mutex<HashMap<String, Superseded>>,
+}
+
+/// One controller cache, as `/readyz` sees it: set once its initial list completed.
+struct CacheSync {
+    kind: &'static str,
+    synced: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -50,6 +63,7 @@ impl Context {
         recorder: Recorder,
         github: GitHubClients,
         leadership: crate::leader::Leadership,
+        metrics: Arc<Metrics>,
         config: &crate::config::RunArgs,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -61,8 +75,11 @@ impl Context {
             operator_namespace: config.operator_namespace.clone(),
             task_concurrency: config.task_concurrency,
             leadership,
+            metrics,
             session_tokens: Default::default(),
             tasks: Mutex::new(Vec::new()),
+            sessions: Mutex::new(Vec::new()),
+            caches: Mutex::new(Vec::new()),
             superseded: Mutex::new(HashMap::new()),
         })
     }
@@ -75,6 +92,85 @@ impl Context {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push((store, dependents));
         }
+    }
+
+    /// Registers an AgentSession controller's cache (for the `ccplant_sessions` gauge).
+    pub fn set_session_store(&self, store: Store<AgentSession>) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.push(store);
+        }
+    }
+
+    /// Registers a controller's main cache for `/readyz`; the controller sets the flag when its
+    /// watch completes the initial list (`watcher::Event::InitDone`).
+    pub fn register_cache(&self, kind: &'static str) -> Arc<AtomicBool> {
+        let synced = Arc::new(AtomicBool::new(false));
+        if let Ok(mut caches) = self.caches.lock() {
+            caches.push(CacheSync {
+                kind,
+                synced: synced.clone(),
+            });
+        }
+        synced
+    }
+
+    /// `Ok` when the caches of both controllers are registered and complete; else what is not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let caches = self
+            .caches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut missing = Vec::new();
+        for kind in ["AgentSession", "GitHubTask"] {
+            let of_kind: Vec<&CacheSync> = caches.iter().filter(|c| c.kind == kind).collect();
+            let unsynced = of_kind
+                .iter()
+                .filter(|c| !c.synced.load(Ordering::SeqCst))
+                .count();
+            if of_kind.is_empty() {
+                missing.push(format!("{kind} controller not started"));
+            } else if unsynced > 0 {
+                missing.push(format!(
+                    "{kind} cache not synced ({unsynced} of {} scopes)",
+                    of_kind.len()
+                ));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("; "))
+        }
+    }
+
+    /// The phase of every AgentSession in the controllers' caches.
+    pub fn session_phases(&self) -> Vec<Option<AgentSessionPhase>> {
+        let Ok(sessions) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        sessions
+            .iter()
+            .flat_map(|store| store.state())
+            .map(|s| s.status.as_ref().and_then(|st| st.phase))
+            .collect()
+    }
+
+    /// The phase of every GitHubTask in the controllers' caches.
+    pub fn task_phases(&self) -> Vec<Option<GitHubTaskPhase>> {
+        let Ok(tasks) = self.tasks.lock() else {
+            return Vec::new();
+        };
+        tasks
+            .iter()
+            .flat_map(|(store, _)| store.state())
+            .map(|t| t.status.as_ref().and_then(|st| st.phase))
+            .collect()
+    }
+
+    /// The `/metrics` exposition, phase gauges counted from the caches now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(self.session_phases(), self.task_phases())
     }
 
     /// A GitHubTask from the controllers' caches.
@@ -145,5 +241,140 @@ impl Context {
         // The cache caught up (or someone else wrote since): forget.
         map.remove(&uid);
         false
+    }
+}
+
+/// A controller's primary watch, as `Controller::for_stream` takes it: objects (managedFields
+/// dropped, they are never read and would double the cache) feeding `store`, and `synced` set
+/// once the initial list is complete (for `/readyz`). Owning the watch here keeps readiness off
+/// `Store::wait_until_ready`, whose single wake-up belongs to kube's applier.
+pub fn primary_watch<K>(
+    api: kube::Api<K>,
+    synced: Arc<AtomicBool>,
+) -> (
+    Store<K>,
+    futures::stream::BoxStream<'static, Result<K, kube::runtime::watcher::Error>>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                synced.store(true, Ordering::SeqCst);
+            }
+        })
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    (store, stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use kube::runtime::events::Reporter;
+    use kube::runtime::{reflector, watcher};
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        run: crate::config::RunArgs,
+    }
+
+    fn context() -> Arc<Context> {
+        // Never connects: these tests use no API call.
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        Context::new(
+            client,
+            recorder,
+            GitHubClients::new("http://127.0.0.1:1", Duration::from_secs(1), None),
+            crate::leader::Leadership::always(),
+            Metrics::new(),
+            &Args::parse_from(["test"]).run,
+        )
+    }
+
+    #[test]
+    fn ready_once_every_kind_has_registered_and_synced_caches() {
+        let ctx = context();
+        assert_eq!(
+            ctx.readiness(),
+            Err("AgentSession controller not started; GitHubTask controller not started".into())
+        );
+        let sessions = ctx.register_cache("AgentSession");
+        let tasks_a = ctx.register_cache("GitHubTask");
+        let tasks_b = ctx.register_cache("GitHubTask");
+        assert_eq!(
+            ctx.readiness(),
+            Err(
+                "AgentSession cache not synced (1 of 1 scopes); GitHubTask cache not synced (2 of 2 scopes)"
+                    .into()
+            )
+        );
+        sessions.store(true, Ordering::SeqCst);
+        tasks_a.store(true, Ordering::SeqCst);
+        assert_eq!(
+            ctx.readiness(),
+            Err("GitHubTask cache not synced (1 of 2 scopes)".into())
+        );
+        tasks_b.store(true, Ordering::SeqCst);
+        assert_eq!(ctx.readiness(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn phases_are_read_from_the_registered_caches() {
+        let ctx = context();
+        let (sessions, mut writer) = reflector::store::<AgentSession>();
+        ctx.set_session_store(sessions);
+        let session = |name: &str, phase: Option<AgentSessionPhase>| {
+            let mut s: AgentSession = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+                "metadata": {"name": name, "namespace": "team"},
+                "spec": {"repository": {"name": "octo/hello"}},
+            }))
+            .unwrap();
+            s.status = phase.map(|p| ccplant_api::AgentSessionStatus {
+                phase: Some(p),
+                ..Default::default()
+            });
+            s
+        };
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(session(
+            "a",
+            Some(AgentSessionPhase::Running),
+        )));
+        writer.apply_watcher_event(&watcher::Event::InitApply(session("b", None)));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let mut phases = ctx.session_phases();
+        phases.sort_by_key(|p| p.map(AgentSessionPhase::as_str));
+        assert_eq!(phases, [None, Some(AgentSessionPhase::Running)]);
+        assert!(
+            ctx.render_metrics()
+                .contains("ccplant_sessions{phase=\"Pending\"} 1\n")
+        );
+        assert_eq!(ctx.task_phases(), []);
     }
 }

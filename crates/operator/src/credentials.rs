@@ -2,7 +2,7 @@
 //! or watches Secrets), and one GitHub client per credential, reused across reconciles.
 
 use ccplant_api::{SecretReference, secret_keys};
-use ccplant_github::{Credentials, GitHubClient as GitHub, Timeouts};
+use ccplant_github::{Credentials, GitHubClient as GitHub, RequestHook, Timeouts};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use secrecy::SecretString;
@@ -109,6 +109,8 @@ pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
 pub struct GitHubClients {
     api_url: String,
     timeouts: Timeouts,
+    /// Given every client built (request metrics).
+    hook: Option<RequestHook>,
     clients: Mutex<HashMap<(String, String), (String, GitHub)>>,
 }
 
@@ -119,7 +121,7 @@ impl std::fmt::Debug for GitHubClients {
 }
 
 impl GitHubClients {
-    pub fn new(api_url: &str, timeout: std::time::Duration) -> Self {
+    pub fn new(api_url: &str, timeout: std::time::Duration, hook: Option<RequestHook>) -> Self {
         let timeouts = Timeouts {
             connect: timeout.min(std::time::Duration::from_secs(10)),
             read: timeout,
@@ -128,6 +130,7 @@ impl GitHubClients {
         Self {
             api_url: api_url.to_string(),
             timeouts,
+            hook,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -176,9 +179,13 @@ impl GitHubClients {
                 problem,
             }
         })?;
-        let client = GitHub::builder(creds)
+        let mut builder = GitHub::builder(creds)
             .api_url(self.api_url.clone())
-            .timeouts(self.timeouts)
+            .timeouts(self.timeouts);
+        if let Some(hook) = &self.hook {
+            builder = builder.on_request(hook.clone());
+        }
+        let client = builder
             .build()
             .map_err(|e| CredentialsError::InvalidSecret {
                 namespace: namespace.into(),

@@ -20,24 +20,26 @@ use tokio::sync::watch;
 pub struct Leadership {
     leading: Arc<AtomicBool>,
     changes: watch::Sender<bool>,
+    elects: bool,
 }
 
 impl Leadership {
     /// Leadership of a process that does not elect (`--leader-elect=false`): always leading.
     pub fn always() -> Self {
-        Self::with(true)
+        Self::with(true, false)
     }
 
     /// A standby, until the elector acquires the lease.
     pub fn standby() -> Self {
-        Self::with(false)
+        Self::with(false, true)
     }
 
-    fn with(leading: bool) -> Self {
+    fn with(leading: bool, elects: bool) -> Self {
         let (changes, _) = watch::channel(leading);
         Self {
             leading: Arc::new(AtomicBool::new(leading)),
             changes,
+            elects,
         }
     }
 
@@ -46,10 +48,16 @@ impl Leadership {
         self.leading.load(Ordering::SeqCst)
     }
 
-    /// Yields `true` each time this process becomes the leader (immediately if it already is).
+    /// Yields each time this process becomes the leader (at once if it already leads); never
+    /// for a process that does not elect.
     pub fn acquisitions(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
         let mut rx = self.changes.subscribe();
-        futures::stream::unfold((rx_first(&mut rx), rx), |(first, mut rx)| async move {
+        let first = self.elects && rx_first(&mut rx);
+        let elects = self.elects;
+        futures::stream::unfold((first, rx), move |(first, mut rx)| async move {
+            if !elects {
+                return None;
+            }
             if first {
                 return Some(((), (false, rx)));
             }
@@ -72,4 +80,436 @@ impl Leadership {
 
 fn rx_first(rx: &mut watch::Receiver<bool>) -> bool {
     *rx.borrow_and_update()
+}
+
+use crate::metrics::Metrics;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Timing and identity of the election (DESIGN §3.3 defaults: 15 s lease, 10 s renew deadline,
+/// 2 s retry period).
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl LeaseConfig {
+    pub fn new(name: String, namespace: String, identity: String) -> Self {
+        Self {
+            name,
+            namespace,
+            identity,
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the elector stopped without being asked to: every one of these is fatal for the process.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("lost the lease {lease} to {holder:?}")]
+    Lost {
+        lease: String,
+        holder: Option<String>,
+    },
+    #[error("could not renew the lease {lease} within the renew deadline ({deadline:?})")]
+    RenewDeadline { lease: String, deadline: Duration },
+    #[error(
+        "cannot use the lease {lease}: {source} (does the namespace exist, and may the operator get, create and update leases there?)"
+    )]
+    Unusable {
+        lease: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The lease as last seen, and when (by our clock) its holder or renewTime last changed.
+#[derive(Debug)]
+struct Observed {
+    lease: Lease,
+    changed_at: Instant,
+}
+
+impl Observed {
+    fn spec(&self) -> LeaseSpec {
+        self.lease.spec.clone().unwrap_or_default()
+    }
+
+    fn holder(&self) -> Option<String> {
+        self.spec().holder_identity.filter(|h| !h.is_empty())
+    }
+
+    /// When the holder's claim lapses, judged only by our clock.
+    fn expires_at(&self, default: Duration) -> Instant {
+        let secs = self
+            .spec()
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs)
+            .unwrap_or(default);
+        self.changed_at + secs
+    }
+}
+
+fn same_claim(a: &Lease, b: &Lease) -> bool {
+    let (a, b) = (
+        a.spec.clone().unwrap_or_default(),
+        b.spec.clone().unwrap_or_default(),
+    );
+    a.holder_identity == b.holder_identity
+        && a.renew_time == b.renew_time
+        && a.lease_transitions == b.lease_transitions
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+enum Role {
+    Standby,
+    Leading {
+        /// Our last successful write: its resourceVersion preconditions the next renewal.
+        lease: Box<Lease>,
+        renewed_at: Instant,
+    },
+}
+
+/// Runs the election for one process.
+#[derive(Debug)]
+pub struct Elector {
+    api: Api<Lease>,
+    config: LeaseConfig,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+}
+
+impl Elector {
+    pub fn new(
+        client: kube::Client,
+        config: LeaseConfig,
+        leadership: Leadership,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            leadership,
+            metrics,
+        }
+    }
+
+    fn lease_ref(&self) -> String {
+        format!("{}/{}", self.config.namespace, self.config.name)
+    }
+
+    /// Campaigns, leads and renews until `stop` resolves; then releases the lease if held.
+    /// Returns an error when leadership was lost or could not be kept: the caller must stop
+    /// reconciling at once (the flag is already cleared when this returns).
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), LeaderError> {
+        let result = self.campaign(stop).await;
+        if result.is_err() {
+            self.step_down();
+        }
+        result
+    }
+
+    fn step_down(&self) {
+        self.leadership.set(false);
+        self.metrics.set_leader(false);
+    }
+
+    async fn campaign(&self, stop: impl Future<Output = ()>) -> Result<(), LeaderError> {
+        let cfg = &self.config;
+        let mut events = watcher(
+            self.api.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={}", cfg.name)),
+        )
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+        let mut observed: Option<Observed> = None;
+        let mut role = Role::Standby;
+        let mut next_attempt = Instant::now();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => {
+                    if let Role::Leading { lease, .. } = role {
+                        self.release(*lease).await;
+                    }
+                    return Ok(());
+                }
+                event = events.next() => {
+                    let Some(Ok(lease)) = event else { continue };
+                    let changed = observed.as_ref().is_none_or(|o| !same_claim(&o.lease, &lease));
+                    if changed {
+                        observed = Some(Observed { lease, changed_at: Instant::now() });
+                    } else if let Some(o) = observed.as_mut() {
+                        o.lease = lease;
+                    }
+                    let Some(o) = observed.as_ref() else { continue };
+                    match &role {
+                        Role::Leading { .. } => {
+                            if o.holder().as_deref() != Some(cfg.identity.as_str()) {
+                                return Err(LeaderError::Lost { lease: self.lease_ref(), holder: o.holder() });
+                            }
+                        }
+                        Role::Standby => {
+                            // Released or expired: try now; else when it would expire.
+                            next_attempt = match o.holder() {
+                                None => Instant::now(),
+                                Some(h) if h == cfg.identity => Instant::now(),
+                                Some(_) => o.expires_at(cfg.lease_duration),
+                            };
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_attempt) => {
+                    match role {
+                        Role::Standby => {
+                            // Deadlines count from when the write was sent: the apiserver
+                            // cannot have recorded it earlier.
+                            let sent = Instant::now();
+                            match self.try_acquire(&mut observed).await? {
+                                Some(lease) => {
+                                    info!(lease = %self.lease_ref(), identity = %cfg.identity, "acquired the lease: leading");
+                                    self.leadership.set(true);
+                                    self.metrics.set_leader(true);
+                                    self.metrics.lease_renewed();
+                                    role = Role::Leading { lease: Box::new(lease), renewed_at: sent };
+                                    next_attempt = sent + cfg.retry_period;
+                                }
+                                None => {
+                                    next_attempt = observed
+                                        .as_ref()
+                                        .map(|o| o.expires_at(cfg.lease_duration))
+                                        .filter(|t| *t > Instant::now())
+                                        .unwrap_or_else(|| Instant::now() + cfg.retry_period);
+                                }
+                            }
+                        }
+                        Role::Leading { lease, renewed_at } => {
+                            let deadline = renewed_at + cfg.renew_deadline;
+                            let sent = Instant::now();
+                            match tokio::time::timeout_at(deadline, self.renew(&lease)).await {
+                                Ok(Ok(Some(renewed))) => {
+                                    self.metrics.lease_renewed();
+                                    role = Role::Leading { lease: Box::new(renewed), renewed_at: sent };
+                                    next_attempt = sent + cfg.retry_period;
+                                }
+                                Ok(Ok(None)) => {
+                                    return Err(LeaderError::Lost { lease: self.lease_ref(), holder: None });
+                                }
+                                Ok(Err(e)) => {
+                                    if Instant::now() >= deadline {
+                                        return Err(LeaderError::RenewDeadline { lease: self.lease_ref(), deadline: cfg.renew_deadline });
+                                    }
+                                    warn!(lease = %self.lease_ref(), error = %e, "renewing the lease failed; retrying");
+                                    role = Role::Leading { lease, renewed_at };
+                                    // Retry soon, but never past the deadline.
+                                    next_attempt = (Instant::now() + cfg.retry_period / 4).min(deadline);
+                                }
+                                Err(_elapsed) => {
+                                    return Err(LeaderError::RenewDeadline { lease: self.lease_ref(), deadline: cfg.renew_deadline });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One acquisition attempt: the lease if we now hold it, `None` if someone else does.
+    async fn try_acquire(
+        &self,
+        observed: &mut Option<Observed>,
+    ) -> Result<Option<Lease>, LeaderError> {
+        let cfg = &self.config;
+        if observed.is_none() {
+            match self.api.get_opt(&cfg.name).await {
+                Ok(Some(lease)) => {
+                    *observed = Some(Observed {
+                        lease,
+                        changed_at: Instant::now(),
+                    });
+                }
+                Ok(None) => return self.create().await,
+                Err(e) => return self.transient_or_fatal(e),
+            }
+        }
+        let Some(o) = observed.as_ref() else {
+            return Ok(None);
+        };
+        let holder = o.holder();
+        let mine = holder.as_deref() == Some(cfg.identity.as_str());
+        if holder.is_some() && !mine && Instant::now() < o.expires_at(cfg.lease_duration) {
+            return Ok(None);
+        }
+        let mut spec = o.spec();
+        let now = now_micro();
+        if !mine {
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            spec.acquire_time = Some(now.clone());
+        }
+        spec.holder_identity = Some(cfg.identity.clone());
+        spec.lease_duration_seconds = Some(secs_i32(cfg.lease_duration));
+        spec.renew_time = Some(now);
+        let mut lease = o.lease.clone();
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(lease) => Ok(Some(lease)),
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                // Someone else wrote first (or it was deleted): start from a fresh read.
+                debug!(lease = %self.lease_ref(), "lost an acquisition race");
+                *observed = None;
+                Ok(None)
+            }
+            Err(e) => self.transient_or_fatal(e),
+        }
+    }
+
+    async fn create(&self) -> Result<Option<Lease>, LeaderError> {
+        let cfg = &self.config;
+        let now = now_micro();
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(cfg.name.clone()),
+                namespace: Some(cfg.namespace.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(cfg.identity.clone()),
+                lease_duration_seconds: Some(secs_i32(cfg.lease_duration)),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(lease) => Ok(Some(lease)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(e) => self.transient_or_fatal(e),
+        }
+    }
+
+    /// Not-found namespaces and missing permissions will not heal by retrying: fatal.
+    fn transient_or_fatal<T>(&self, e: kube::Error) -> Result<Option<T>, LeaderError> {
+        match &e {
+            kube::Error::Api(s) if matches!(s.code, 401 | 403 | 404) => {
+                Err(LeaderError::Unusable {
+                    lease: self.lease_ref(),
+                    source: e,
+                })
+            }
+            _ => {
+                warn!(lease = %self.lease_ref(), error = %e, "reading the lease failed; retrying");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews our claim: the renewed lease, `None` when someone else holds it now.
+    async fn renew(&self, ours: &Lease) -> Result<Option<Lease>, kube::Error> {
+        let cfg = &self.config;
+        let mut lease = ours.clone();
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        spec.renew_time = Some(now_micro());
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(lease) => Ok(Some(lease)),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                // Our resourceVersion is stale: if it is still ours (e.g. a retried write that
+                // did land), renew from the fresh copy; otherwise we lost it.
+                let Some(current) = self.api.get_opt(&cfg.name).await? else {
+                    return Ok(None);
+                };
+                let holder = current
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone());
+                if holder.as_deref() != Some(cfg.identity.as_str()) {
+                    return Ok(None);
+                }
+                let mut lease = current;
+                let mut spec = lease.spec.clone().unwrap_or_default();
+                spec.renew_time = Some(now_micro());
+                lease.spec = Some(spec);
+                match self
+                    .api
+                    .replace(&cfg.name, &PostParams::default(), &lease)
+                    .await
+                {
+                    Ok(lease) => Ok(Some(lease)),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up (empty holder) so a standby takes over at once.
+    async fn release(&self, ours: Lease) {
+        self.step_down();
+        let cfg = &self.config;
+        let mut lease = ours;
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now_micro());
+        lease.spec = Some(spec);
+        let params = PostParams::default();
+        let write = self.api.replace(&cfg.name, &params, &lease);
+        match tokio::time::timeout(cfg.retry_period, write).await {
+            Ok(Ok(_)) => info!(lease = %self.lease_ref(), "released the lease"),
+            Ok(Err(e)) => {
+                warn!(lease = %self.lease_ref(), error = %e, "releasing the lease failed; it expires on its own")
+            }
+            Err(_) => {
+                warn!(lease = %self.lease_ref(), "releasing the lease timed out; it expires on its own")
+            }
+        }
+    }
+}
+
+fn secs_i32(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// The default identity: the pod name (downward API) when set, else the hostname plus a random
+/// suffix so that two local processes differ.
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ccplant-operator".into());
+    let suffix: u32 = rand::random();
+    format!("{host}-{suffix:08x}")
 }

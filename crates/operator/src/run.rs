@@ -3,19 +3,27 @@
 use crate::config::RunArgs;
 use crate::context::Context;
 use crate::credentials::GitHubClients;
+use crate::leader::{Elector, Leadership, LeaseConfig, default_identity};
+use crate::metrics::Metrics;
 use anyhow::{Context as _, Result, bail};
 use ccplant_api::{AgentSession, GitHubTask};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
-use tracing::info;
+use tracing::{error, info};
 
 /// Fails with a clear message when a CRD is not installed.
-async fn require_crd<K>(client: &Client) -> Result<()>
+async fn require_crd<K>(client: &Client, namespace: Option<&str>) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
 {
-    let api: Api<K> = Api::all(client.clone());
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => bail!(
@@ -28,14 +36,31 @@ where
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let client = Client::try_default()
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let mut config = kube::Config::infer()
         .await
-        .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
-    require_crd::<GitHubTask>(&client).await?;
-    require_crd::<AgentSession>(&client).await?;
+        .context("loading the Kubernetes configuration (KUBECONFIG or in-cluster)")?;
+    // The apiserver's audit log tells the replicas apart.
+    let agent = format!(
+        "ccplant-operator/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    );
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&agent).context("--identity is not a valid header value")?,
+    ));
+    let client = Client::try_from(config).context("connecting to Kubernetes")?;
+    let probe_ns = args.namespaces.first().map(String::as_str);
+    require_crd::<GitHubTask>(&client, probe_ns).await?;
+    require_crd::<AgentSession>(&client, probe_ns).await?;
 
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let metrics = Metrics::new();
+    let leadership = if args.leader_elect {
+        Leadership::standby()
+    } else {
+        Leadership::always()
+    };
+    metrics.set_leader(leadership.is_leader());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -43,10 +68,30 @@ pub async fn run(args: RunArgs) -> Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let github = GitHubClients::new(&args.github_api_url, args.github_timeout);
-    let ctx = Context::new(client.clone(), recorder, github, crate::leader::Leadership::always(), &args);
-    info!(%identity, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
+    let github = GitHubClients::new(
+        &args.github_api_url,
+        args.github_timeout,
+        Some(metrics.github_hook()),
+    );
+    let ctx = Context::new(
+        client.clone(),
+        recorder,
+        github,
+        leadership.clone(),
+        metrics.clone(),
+        &args,
+    );
 
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(listener, ctx.clone(), async move {
+        let _ = http_stopped.await;
+    }));
+
+    info!(%identity, leader_elect = args.leader_elect, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
     let build = crate::agent_session::build::BuildConfig {
         default_agent_image: args.default_agent_image.clone(),
         operator_namespace: args.operator_namespace.clone(),
@@ -59,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         args.namespaces.iter().cloned().map(Some).collect()
     };
+    // Every controller drains its in-flight reconciles on SIGTERM/SIGINT, then returns.
     let mut controllers = Vec::new();
     for scope in scopes {
         controllers.push(tokio::spawn(crate::agent_session::controller::run(
@@ -84,15 +130,52 @@ pub async fn run(args: RunArgs) -> Result<()> {
             )));
         }
     }
-    for c in controllers {
-        c.await.context("controller task")?;
+    let drained = futures::future::join_all(controllers);
+
+    if args.leader_elect {
+        let lease = LeaseConfig::new(
+            args.lease_name.clone(),
+            args.lease_namespace
+                .clone()
+                .unwrap_or_else(|| args.operator_namespace.clone()),
+            identity.clone(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let elector = Elector::new(client.clone(), lease, leadership, metrics.clone());
+        let mut election = tokio::spawn(elector.run(async move {
+            let _ = stopped.await;
+        }));
+        tokio::select! {
+            _ = drained => {
+                // Drained: only now give the lease up, so no two replicas ever write at once.
+                let _ = stop.send(());
+                match election.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fail_stop(&e),
+                    Err(e) => fail_stop(&e),
+                }
+            }
+            result = &mut election => {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fail_stop(&e),
+                    Err(e) => fail_stop(&e),
+                }
+            }
+        }
+    } else {
+        drained.await;
     }
+    let _ = http_stop.send(());
+    let _ = server.await;
     info!("stopped");
     Ok(())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "ccplant-operator".into())
+/// Leadership lost or not renewable: stop every reconcile at once by ending the process (its
+/// restart comes back as a standby). Leadership was already cleared, so nothing new starts while
+/// this line is logged.
+fn fail_stop(reason: &dyn std::fmt::Display) -> ! {
+    error!(%reason, "leader election failed: stopping at once");
+    std::process::exit(1)
 }

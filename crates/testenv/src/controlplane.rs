@@ -16,6 +16,20 @@ use std::time::{Duration, Instant};
 /// The annotation KWOK uses to pick the nodes it manages.
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 
+/// The apiserver's audit log (JSON lines, one per write request), relative to the directory.
+pub const AUDIT_LOG: &str = "logs/audit.log";
+
+/// Audit every write (who, which user agent, which object, when) at Metadata level; reads are
+/// not logged. Tests use it to prove which process wrote what, e.g. during leader hand-overs.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"#;
+
 /// Options for [`ControlPlane::start`].
 #[derive(Debug, Clone)]
 pub struct StartOptions {
@@ -94,6 +108,8 @@ impl ControlPlane {
         let apiserver_port = free_port()?;
         let kwok_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)?;
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
 
         self.processes.push(ManagedProcess::spawn(
@@ -142,6 +158,10 @@ impl ControlPlane {
                     p(&certs.service_account_key)
                 ),
                 "--authorization-mode=RBAC".into(),
+                format!("--audit-policy-file={}", p(&audit_policy)),
+                format!("--audit-log-path={}", p(&dir.join(AUDIT_LOG))),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
                 "--allow-privileged=true".into(),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--endpoint-reconciler-type=none".into(),

@@ -42,6 +42,8 @@ pub struct TestEnv {
     pub bins: Binaries,
     /// True when attached to `CCPLANT_TEST_KUBECONFIG` rather than a control plane of our own.
     pub external: bool,
+    /// The apiserver's audit log of write requests (JSON lines); only for our own control plane.
+    pub audit_log: Option<PathBuf>,
 }
 
 static ENV: OnceLock<std::result::Result<TestEnv, String>> = OnceLock::new();
@@ -135,6 +137,7 @@ fn start_owned() -> Result<TestEnv> {
         kubeconfig,
         bins,
         external: false,
+        audit_log: Some(dir.join(controlplane::AUDIT_LOG)),
     })
 }
 
@@ -150,6 +153,7 @@ impl TestEnv {
                     kubeconfig: PathBuf::from(kc),
                     bins,
                     external: true,
+                    audit_log: None,
                 }),
                 None => start_owned(),
             };

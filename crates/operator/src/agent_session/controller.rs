@@ -11,7 +11,7 @@ use super::build::{self, BuildConfig};
 use super::credentials::{self, Ensured, SessionCredentialsError, until};
 use super::names::SessionNames;
 use super::observe::{PodState, observe_pod};
-use crate::context::Context;
+use crate::context::{Context, primary_watch};
 use crate::credentials::CredentialsError;
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
@@ -95,6 +95,7 @@ pub async fn run(
     namespace: Option<String>,
 ) {
     let client = ctx.client.clone();
+    let leadership = ctx.leadership.clone();
     fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
     where
         K: Resource<DynamicType = ()>,
@@ -131,15 +132,17 @@ pub async fn run(
         children_ready: tokio::sync::OnceCell::new(),
     });
 
-    let controller = Controller::new(
-        scoped::<AgentSession>(&client, &namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns_stream(pod_stream)
-    .owns_stream(svc_stream)
-    .owns_stream(pvc_stream)
-    .owns_stream(np_stream)
-    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    let synced = sctx.ctx.register_cache("AgentSession");
+    let (sessions, session_stream) =
+        primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
+    sctx.ctx.set_session_store(sessions.clone());
+    let controller = Controller::for_stream(session_stream, sessions)
+        .owns_stream(pod_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(pvc_stream)
+        .owns_stream(np_stream)
+        .reconcile_all_on(leadership.acquisitions())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, sctx)
@@ -169,20 +172,43 @@ fn error_policy(session: Arc<AgentSession>, err: &Error, _ctx: Arc<SessionContex
 }
 
 async fn reconcile(session: Arc<AgentSession>, sctx: Arc<SessionContext>) -> Result<Action, Error> {
+    if !sctx.ctx.leadership.is_leader() {
+        // A standby keeps its caches warm and acts on nothing; becoming the leader
+        // re-queues every cached session.
+        return Ok(Action::await_change());
+    }
     let span = info_span!(
         "reconcile",
         controller = "agentsession",
         namespace = %session.namespace().unwrap_or_default(),
         name = %session.name_any()
     );
-    async move {
+    // The label of `ccplant_reconcile_errors_total`: which step failed.
+    fn metric_label(err: &Error) -> &'static str {
+        match err {
+            Error::StatusWrite(_) => "status_write",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Credentials(_) => "credentials",
+            Error::Build(_) => "build",
+        }
+    }
+    let metrics = sctx.ctx.metrics.clone();
+    let started = std::time::Instant::now();
+    let result = async move {
         tracing::debug!("reconciling");
         let result = reconcile_inner(session, sctx).await;
         tracing::debug!(ok = result.is_ok(), "reconciled");
         result
     }
     .instrument(span)
-    .await
+    .await;
+    metrics.observe_reconcile(
+        "agentsession",
+        started.elapsed(),
+        result.as_ref().err().map(metric_label),
+    );
+    result
 }
 
 /// Builds the next status from the stored one.

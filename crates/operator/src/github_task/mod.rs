@@ -55,8 +55,8 @@ impl Error {
 pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSession>) {
     let (dependents_tx, dependents_rx) =
         futures::channel::mpsc::unbounded::<ObjectRef<GitHubTask>>();
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, tasks) = crate::context::primary_watch(api, ctx.register_cache("GitHubTask"));
+    let controller = Controller::for_stream(tasks, store.clone());
     ctx.set_task_store(store.clone(), dependents_tx);
     let session_store = store.clone();
     controller
@@ -83,6 +83,7 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
             },
         )
         .reconcile_on(dependents_rx)
+        .reconcile_all_on(ctx.leadership.acquisitions())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.task_concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -96,10 +97,22 @@ fn error_policy(task: Arc<GitHubTask>, err: &Error, _ctx: Arc<Context>) -> Actio
 }
 
 async fn reconcile(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leadership.is_leader() {
+        // A standby keeps its caches warm and acts on nothing; becoming the leader
+        // re-queues every cached task.
+        return Ok(Action::await_change());
+    }
     let ns = task.namespace().unwrap_or_default();
     let name = task.name_any();
     let span = info_span!("reconcile", controller = "githubtask", namespace = %ns, name = %name);
-    reconcile_inner(task, ctx).instrument(span).await
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(task, ctx.clone()).instrument(span).await;
+    ctx.metrics.observe_reconcile(
+        "githubtask",
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
 }
 
 async fn reconcile_inner(task: Arc<GitHubTask>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -62,6 +62,7 @@ pub struct Operator {
     child: Option<tokio::process::Child>,
     args: Vec<String>,
     log: PathBuf,
+    kubeconfig: Option<PathBuf>,
     pub starts: u32,
 }
 
@@ -70,7 +71,13 @@ pub type SharedPid = Arc<Mutex<Option<i32>>>;
 
 impl Operator {
     pub fn new(ns: &str, github_url: &str, extra: &[&str]) -> Self {
-        let log = std::env::temp_dir().join(format!("ccplant-operator-{ns}.log"));
+        Self::named(ns, "", github_url, extra)
+    }
+
+    /// One of several operators in the same namespace: `label` tells their logs apart. Extra
+    /// arguments naming `--leader-elect` replace the default `--leader-elect=false`.
+    pub fn named(ns: &str, label: &str, github_url: &str, extra: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("ccplant-operator-{ns}{label}.log"));
         let mut args: Vec<String> = vec![
             "run".into(),
             "--namespaces".into(),
@@ -85,17 +92,41 @@ impl Operator {
             "5s".into(),
             // Tests run many operators at once: each reconciles its own namespace alone and
             // serves metrics on a free port.
-            "--leader-elect=false".into(),
             "--metrics-addr".into(),
             "127.0.0.1:0".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--leader-elect")) {
+            args.push("--leader-elect=false".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Self {
             child: None,
             args,
             log,
+            kubeconfig: None,
             starts: 0,
         }
+    }
+
+    /// Runs the operator with this kubeconfig instead of [`operator_kubeconfig`].
+    pub fn with_kubeconfig(mut self, kubeconfig: PathBuf) -> Self {
+        self.kubeconfig = Some(kubeconfig);
+        self
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        tokio::time::timeout(timeout, child.wait()).await.ok()?.ok()
     }
 
     pub fn start(&mut self) {
@@ -106,7 +137,10 @@ impl Operator {
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccplant-operator"))
             .args(&self.args)
-            .env("KUBECONFIG", operator_kubeconfig())
+            .env(
+                "KUBECONFIG",
+                self.kubeconfig.clone().unwrap_or_else(operator_kubeconfig),
+            )
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -141,6 +175,32 @@ impl Operator {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `http://ADDR` of the operator's /metrics, /healthz and /readyz server, from the line it
+    /// logs once bound (waits up to 30 s for it; the latest start's line wins).
+    pub async fn metrics_url(&self) -> String {
+        const LINE: &str = "serving /metrics, /healthz and /readyz";
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = strip_ansi(&self.log_text());
+            let addr = log
+                .lines()
+                .rev()
+                .filter(|l| l.contains(LINE))
+                .filter_map(|l| l.split("addr=").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .map(|a| a.trim_matches('"').to_string())
+                .next();
+            if let Some(addr) = addr {
+                return format!("http://{addr}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the operator logged no \"{LINE}\" line within 30 s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Operator {
@@ -154,6 +214,25 @@ impl Drop for Operator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// `text` without terminal colour codes (the text log format colours field names).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ending with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// SIGKILLs `pid` (used from fake-GitHub hooks, between a GitHub write and its status write).

@@ -574,12 +574,14 @@ async fn a_stale_attempt_record_is_refused_with_a_conflict() {
             let github = ccplant_operator::credentials::GitHubClients::new(
                 "http://127.0.0.1:1",
                 Duration::from_secs(1),
+                None,
             );
             let ctx = ccplant_operator::context::Context::new(
                 ns.client.clone(),
                 recorder,
                 github,
                 ccplant_operator::leader::Leadership::always(),
+                ccplant_operator::metrics::Metrics::new(),
                 &run,
             );
             let attempt = ccplant_api::GitHubTaskStatus {
