@@ -108,7 +108,7 @@ at) and create/patch/delete (the per-session token Secret) - never list or watch
   verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Credentials: read only by name; the session token Secret is applied and deleted on revoke.
 - apiGroups: [""]
   resources: ["secrets"]

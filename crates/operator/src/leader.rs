@@ -513,3 +513,93 @@ pub fn default_identity() -> String {
     let suffix: u32 = rand::random();
     format!("{host}-{suffix:08x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_by(holder: Option<&str>, duration: Option<i32>) -> Lease {
+        Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                lease_duration_seconds: duration,
+                renew_time: Some(now_micro()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn acquisitions_fire_on_each_rise_and_never_without_election() {
+        let elected = Leadership::standby();
+        let mut rises = Box::pin(elected.acquisitions());
+        assert!(!elected.is_leader());
+        elected.set(true);
+        assert!(elected.is_leader());
+        tokio::time::timeout(Duration::from_secs(1), rises.next())
+            .await
+            .expect("a rise is reported")
+            .expect("stream open");
+        elected.set(false);
+        elected.set(true);
+        tokio::time::timeout(Duration::from_secs(1), rises.next())
+            .await
+            .expect("the second rise is reported")
+            .expect("stream open");
+
+        // Subscribing while already leading reports at once.
+        let mut late = Box::pin(elected.acquisitions());
+        tokio::time::timeout(Duration::from_secs(1), late.next())
+            .await
+            .expect("already leading is reported")
+            .expect("stream open");
+
+        let always = Leadership::always();
+        assert!(always.is_leader());
+        assert!(Box::pin(always.acquisitions()).next().await.is_none());
+    }
+
+    #[test]
+    fn expiry_is_judged_from_when_we_saw_the_claim_change() {
+        let seen = Instant::now();
+        let o = Observed {
+            lease: held_by(Some("other"), Some(15)),
+            changed_at: seen,
+        };
+        assert_eq!(
+            o.expires_at(Duration::from_secs(99)),
+            seen + Duration::from_secs(15)
+        );
+        assert_eq!(o.holder().as_deref(), Some("other"));
+        let no_duration = Observed {
+            lease: held_by(Some(""), None),
+            changed_at: seen,
+        };
+        assert_eq!(
+            no_duration.holder(),
+            None,
+            "an empty holder is a released lease"
+        );
+        assert_eq!(
+            no_duration.expires_at(Duration::from_secs(15)),
+            seen + Duration::from_secs(15)
+        );
+    }
+
+    #[test]
+    fn a_renewal_is_a_change_of_claim_but_a_resync_is_not() {
+        let a = held_by(Some("x"), Some(15));
+        let mut resynced = a.clone();
+        resynced.metadata.resource_version = Some("2".into());
+        assert!(same_claim(&a, &resynced));
+        let mut renewed = a.clone();
+        if let Some(spec) = renewed.spec.as_mut() {
+            spec.renew_time = Some(MicroTime(
+                k8s_openapi::jiff::Timestamp::now()
+                    + k8s_openapi::jiff::SignedDuration::from_secs(2),
+            ));
+        }
+        assert!(!same_claim(&a, &renewed));
+    }
+}

@@ -179,7 +179,7 @@ fn watch_rules() -> BTreeMap<String, BTreeSet<String>> {
         ),
         (
             "networking.k8s.io/networkpolicies",
-            &["list", "watch", "create", "patch"],
+            &["list", "watch", "create", "patch", "delete"],
         ),
         ("/secrets", &["get", "create", "patch", "delete"]),
         ("events.k8s.io/events", &["create", "patch"]),

@@ -55,6 +55,19 @@ pub enum Error {
     Build(#[from] build::BuildError),
 }
 
+impl Error {
+    /// The label of `ccplant_reconcile_errors_total`: which step failed.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::StatusWrite(_) => "status_write",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Credentials(_) => "credentials",
+            Error::Build(_) => "build",
+        }
+    }
+}
+
 /// Caches of the children, filled by the controller's owned watches.
 #[derive(Clone, Debug)]
 pub struct ChildStores {
@@ -183,16 +196,6 @@ async fn reconcile(session: Arc<AgentSession>, sctx: Arc<SessionContext>) -> Res
         namespace = %session.namespace().unwrap_or_default(),
         name = %session.name_any()
     );
-    // The label of `ccplant_reconcile_errors_total`: which step failed.
-    fn metric_label(err: &Error) -> &'static str {
-        match err {
-            Error::StatusWrite(_) => "status_write",
-            Error::Apply { .. } => "apply",
-            Error::Delete { .. } => "delete",
-            Error::Credentials(_) => "credentials",
-            Error::Build(_) => "build",
-        }
-    }
     let metrics = sctx.ctx.metrics.clone();
     let started = std::time::Instant::now();
     let result = async move {
@@ -206,7 +209,7 @@ async fn reconcile(session: Arc<AgentSession>, sctx: Arc<SessionContext>) -> Res
     metrics.observe_reconcile(
         "agentsession",
         started.elapsed(),
-        result.as_ref().err().map(metric_label),
+        result.as_ref().err().map(Error::metric_label),
     );
     result
 }
@@ -622,20 +625,37 @@ async fn apply_infrastructure(sctx: &SessionContext, session: &AgentSession) -> 
         )
         .await?;
     }
-    if let Some(np) = build::desired_network_policy(session, &sctx.build)?
-        && (changed
-            || sctx
-                .children
-                .network_policies
-                .get(&ObjectRef::new(&names.network_policy).within(&ns))
-                .is_none())
-    {
-        apply(
-            ctx,
-            &np,
-            &format!("NetworkPolicy {ns}/{}", names.network_policy),
-        )
-        .await?;
+    let cached_policy = sctx
+        .children
+        .network_policies
+        .get(&ObjectRef::new(&names.network_policy).within(&ns));
+    match build::desired_network_policy(session, &sctx.build)? {
+        Some(np) if changed || cached_policy.is_none() => {
+            apply(
+                ctx,
+                &np,
+                &format!("NetworkPolicy {ns}/{}", names.network_policy),
+            )
+            .await?;
+        }
+        // Isolation turned off: the policy goes.
+        None if cached_policy.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) => {
+            let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+            match policies
+                .delete(&names.network_policy, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Delete {
+                        what: format!("NetworkPolicy {ns}/{}", names.network_policy),
+                        source,
+                    });
+                }
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

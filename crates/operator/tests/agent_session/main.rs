@@ -298,10 +298,16 @@ async fn a_deleted_pod_is_recreated_and_a_deleted_session_takes_its_children_alo
             ] {
                 assert!(present, "{kind} exists");
             }
+            // Turning isolation off removes the policy.
+            let patch = json!({"spec": {"network": {"isolate": false}}});
+            ns.api::<AgentSession>()
+                .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            wait_for_deletion(&ns.api::<NetworkPolicy>(), "g", T, "network policy removed").await;
             ns.api::<AgentSession>().delete("g", &DeleteParams::background()).await.unwrap();
             wait_for_deletion(&ns.api::<Pod>(), "g", T, "pod collected").await;
             wait_for_deletion(&ns.api::<Service>(), "g", T, "service collected").await;
-            wait_for_deletion(&ns.api::<NetworkPolicy>(), "g", T, "network policy collected").await;
             wait_for_deletion(&ns.api::<Secret>(), "g-github", T, "credentials collected").await;
         })
         .await;
