@@ -75,7 +75,8 @@ impl Operator {
     }
 
     /// One of several operators in the same namespace: `label` tells their logs apart. Extra
-    /// arguments naming `--leader-elect` replace the default `--leader-elect=false`.
+    /// arguments naming `--leader-elect` or `--metrics-addr` replace the defaults
+    /// (`--leader-elect=false`, a free port).
     pub fn named(ns: &str, label: &str, github_url: &str, extra: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!("ccplant-operator-{ns}{label}.log"));
         let mut args: Vec<String> = vec![
@@ -90,13 +91,14 @@ impl Operator {
             "info,ccplant_operator=debug".into(),
             "--github-timeout".into(),
             "5s".into(),
-            // Tests run many operators at once: each reconciles its own namespace alone and
-            // serves metrics on a free port.
-            "--metrics-addr".into(),
-            "127.0.0.1:0".into(),
         ];
+        // Tests run many operators at once: each reconciles its own namespace alone and serves
+        // metrics on a free port.
         if !extra.iter().any(|a| a.starts_with("--leader-elect")) {
             args.push("--leader-elect=false".into());
+        }
+        if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
+            args.extend(["--metrics-addr".into(), "127.0.0.1:0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         Self {

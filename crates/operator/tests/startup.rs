@@ -1,0 +1,58 @@
+//! Start-up failures are clear and immediate. Its own test binary: its control plane never gets
+//! the CRDs installed (until the last step of the test, which installs them itself).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "github_task/harness.rs"]
+mod harness;
+
+use ccplant_testenv::TestEnv;
+use harness::*;
+use std::time::Duration;
+
+async fn exits_with(op: &mut Operator, message: &str) {
+    op.start();
+    let status = op
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("the operator kept running:\n{}", op.log_text()));
+    assert!(!status.success(), "non-zero exit expected, got {status}");
+    let log = strip_ansi(&op.log_text());
+    assert!(log.contains(message), "expected {message:?} in\n{log}");
+}
+
+#[tokio::test]
+async fn missing_crds_an_unusable_lease_namespace_and_a_taken_port_are_clear_errors() {
+    TestEnv::global()
+        .with_namespace("startup", |ns| async move {
+            let mut op = Operator::named(&ns.name, "-nocrd", "http://127.0.0.1:1", &[]);
+            exits_with(
+                &mut op,
+                "the CustomResourceDefinition githubtasks.ccplant.io is not installed: run `kubectl apply -f crds/` first",
+            )
+            .await;
+
+            install_crds();
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = taken.local_addr().unwrap().to_string();
+            let mut op = Operator::named(
+                &ns.name,
+                "-port",
+                "http://127.0.0.1:1",
+                &["--metrics-addr", &addr],
+            );
+            exits_with(&mut op, &format!("binding --metrics-addr {addr}")).await;
+
+            let mut op = Operator::named(
+                &ns.name,
+                "-lease",
+                "http://127.0.0.1:1",
+                &[
+                    "--leader-elect=true",
+                    "--lease-namespace",
+                    "no-such-namespace",
+                ],
+            );
+            exits_with(&mut op, "cannot use the lease no-such-namespace/ccplant-operator").await;
+        })
+        .await;
+}
