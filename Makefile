@@ -3,9 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 TESTENV_DIR ?= target/testenv
+DEMO_CHECK_DIR ?= target/demo-check
 TESTENV = $(CARGO) run --quiet --locked -p ccplant-testenv --
 
-.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-down prerequisites
+.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-check demo-down prerequisites
 
 help:
 	@echo "make test          all tests (builds the local control plane on first use)"
@@ -14,7 +15,9 @@ help:
 	@echo "make run           the operator against the current KUBECONFIG (ARGS='--namespaces x')"
 	@echo "make testenv-up    start the local control plane, print 'export KUBECONFIG=…'"
 	@echo "make testenv-down  stop it"
-	@echo "make demo          local control plane + CRDs + examples (no cluster needed)"
+	@echo "make demo          local control plane, fake GitHub, two operator replicas, every example, live"
+	@echo "make demo-check    make demo, asserting every example's end phase, then stop it (part of make test)"
+	@echo "make demo-down     stop make demo"
 
 prerequisites:
 	@command -v go >/dev/null || { echo "Go >= 1.25 is required to build the control plane (https://go.dev/dl)"; exit 1; }
@@ -25,12 +28,28 @@ prerequisites:
 testenv-bins: prerequisites
 	@bash crates/testenv/scripts/build-binaries.sh >/dev/null
 
-# The last line sums every test binary's result ("N passed, N failed").
+# Every step runs even when an earlier one failed: the workspace tests, the end-to-end tests with
+# the Helm chart's ServiceAccount token, and `make demo` in check mode. Everything is also in
+# target/test-output.log; the last line sums every `test result:` line ("N passed, N failed";
+# chart-e2e.sh's closing summary repeats its lines and is skipped), where a step that failed
+# without reporting a failed test counts as one failure.
 test: testenv-bins
-	$(CARGO) build --locked --workspace --all-targets
-	@mkdir -p target; rc=0; \
-	$(CARGO) test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee target/test-output.log || rc=$$?; \
-	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log; \
+	@mkdir -p target; rc=0; log=target/test-output.log; : >$$log; \
+	step() { \
+	  local before s; before=$$(wc -l <$$log); \
+	  "$$@" 2>&1 | tee -a $$log && s=0 || s=$$?; \
+	  if [ $$s -ne 0 ]; then \
+	    rc=1; \
+	    tail -n +$$((before + 1)) $$log | grep -q '^test result: FAILED' || \
+	      echo "test result: FAILED. 0 passed; 1 failed; ('$$*' exited with status $$s)" | tee -a $$log; \
+	  fi; \
+	}; \
+	step $(CARGO) build --locked --workspace --all-targets; \
+	step $(CARGO) test --locked --workspace --all-targets --no-fail-fast; \
+	step bash crates/testenv/scripts/chart-e2e.sh; \
+	step $(MAKE) --no-print-directory demo-check; \
+	awk '/^chart-e2e: cargo test summary:/ { repeat = 1; next } /^chart-e2e: [0-9]+ passed/ { repeat = 0; next } \
+	  !repeat && /^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' $$log; \
 	exit $$rc
 
 lint: prerequisites
@@ -52,9 +71,15 @@ testenv-up: testenv-bins
 testenv-down:
 	@$(TESTENV) down --dir $(TESTENV_DIR)
 
+# Local control plane + fake GitHub + two operator replicas + every example, watched live
+# (crates/testenv/scripts/demo.sh). DEMO_CHECK=1 make demo checks and stops like make demo-check.
 demo: testenv-bins
-	@bash crates/testenv/scripts/demo.sh "$(TESTENV_DIR)"
+	@bash crates/testenv/scripts/demo.sh up "$(TESTENV_DIR)"
+
+# make demo, then stop everything; fails when an example misses its expected phase. Runs in its own
+# directory, so a running `make demo` is left alone.
+demo-check: testenv-bins
+	@bash crates/testenv/scripts/demo.sh check "$(DEMO_CHECK_DIR)"
 
 demo-down:
-	@if [ -f $(TESTENV_DIR)/demo.pids ]; then kill $$(cat $(TESTENV_DIR)/demo.pids) 2>/dev/null || true; fi
-	@$(MAKE) --no-print-directory testenv-down
+	@bash crates/testenv/scripts/demo.sh down "$(TESTENV_DIR)"

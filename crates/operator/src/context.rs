@@ -316,8 +316,8 @@ mod tests {
         )
     }
 
-    #[test]
-    fn ready_once_every_kind_has_registered_and_synced_caches() {
+    #[tokio::test]
+    async fn ready_once_every_kind_has_registered_and_synced_caches() {
         let ctx = context();
         assert_eq!(
             ctx.readiness(),

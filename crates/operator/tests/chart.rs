@@ -579,7 +579,8 @@ fn every_option_renders_namespaced_rbac_monitoring_and_no_pdb_for_one_replica() 
             "CcplantNoLeader",
             "CcplantMultipleLeaders",
             "CcplantReconcileErrors",
-            "CcplantGitHubRateLimitLow"
+            "CcplantGitHubRateLimitLow",
+            "CcplantSessionsStuckPending"
         ]
     );
     for r in rules {

@@ -456,10 +456,11 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_its_lease_can_pass() {
                 "cut-off leader stepped down {:.3} s after the cut, {margin:.3} s before its renew deadline (exited {stopped_after:.3} s after the cut)",
                 secs_since(t_cut, stepped_down)
             );
-            // By its renew deadline (10 s after the last renewal was sent; 20 ms for clock
-            // reading and scheduling), far from the 15 s after which the standby may take over.
+            // By its renew deadline (10 s after the last renewal was sent; 250 ms for timer and
+            // log latency on a loaded 2-core machine), far from the 15 s after which the
+            // standby may take over.
             assert!(
-                margin >= -0.02,
+                margin >= -0.25,
                 "the cut-off leader ran {:.3} s past its renew deadline",
                 -margin
             );

@@ -9,7 +9,6 @@ use ccplant_testenv::process::ManagedProcess;
 use ccplant_testenv::{Binaries, ControlPlane, Lifetime, StartOptions};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: ccplant-testenv up [--dir DIR] [--nodes N] | down [--dir DIR] | bins";
 
@@ -119,13 +118,7 @@ fn down(dir: &Path) -> Result<()> {
         eprintln!("ccplant-testenv: nothing running in {}", dir.display());
         return Ok(());
     };
-    for p in procs.iter().rev() {
-        p.terminate();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for p in procs.iter_mut().rev() {
-        p.wait_until(deadline);
-    }
+    ccplant_testenv::controlplane::stop_in_order(&mut procs);
     let left: Vec<_> = procs
         .iter()
         .filter(|p| p.is_same_process_alive())
