@@ -337,6 +337,8 @@ impl Call {
 /// A response, whatever its status.
 pub(crate) struct Reply {
     pub endpoint: &'static str,
+    /// Method and concrete path (no query), e.g. `GET /repos/octo/hello/pulls/42`.
+    pub request: String,
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -361,9 +363,16 @@ impl Reply {
         GitHubErrorBody::parse(&self.body)
     }
 
-    /// The classified error for a non-success reply.
+    /// The classified error for a non-success reply; a refusal names the request, so that
+    /// "Not Found" says what was not found.
     pub fn into_error(self) -> Error {
-        classify(self.status, &self.headers, &self.body).into()
+        match classify(self.status, &self.headers, &self.body).into() {
+            Error::User { status, message } => Error::User {
+                status,
+                message: format!("{message} ({})", self.request),
+            },
+            other => other,
+        }
     }
 
     /// Success, or the classified error.
@@ -635,6 +644,7 @@ impl GitHubClient {
             ))),
             Ok(Ok((parts, body))) => Ok(Reply {
                 endpoint: call.endpoint,
+                request: format!("{} {}", call.method, call.path),
                 status: parts.status.as_u16(),
                 headers: parts.headers,
                 body,

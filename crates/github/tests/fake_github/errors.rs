@@ -29,7 +29,7 @@ async fn unknown_repository_is_a_404_user_error() -> Result<()> {
         Err(err @ Error::User { .. }) => {
             assert_eq!(
                 err.to_string(),
-                "GitHub refused the request (404): Not Found"
+                "GitHub refused the request (404): Not Found (GET /repos/octo/missing)"
             );
             assert!(!err.is_retryable());
         }

@@ -215,13 +215,13 @@ async fn user_errors_end_in_the_phase_reason_and_message_a_user_sees() {
                     "unknown-repo",
                     json!({"repository": "octo/nope", "github": gh, "createIssue": {"title": "x"}}),
                     "NotFound",
-                    "GitHub refused the request (404): Not Found".to_string(),
+                    "GitHub refused the request (404): Not Found (POST /repos/octo/nope/issues)".to_string(),
                 ),
                 (
                     "bad-head",
                     json!({"repository": "octo/hello", "github": gh, "createPullRequest": {"head": "no-such-branch", "title": "x"}}),
                     "ValidationFailed",
-                    "GitHub refused the request (422): Validation Failed".to_string(),
+                    "GitHub refused the request (422): Validation Failed: PullRequest.head: invalid (POST /repos/octo/hello/pulls)".to_string(),
                 ),
             ];
             for (name, spec, _, _) in &cases {
