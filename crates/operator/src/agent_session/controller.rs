@@ -243,10 +243,11 @@ impl Next {
         };
         self.condition(types::READY, s, reason, &message);
         let finished = phase.is_finished();
+        // Not finished yet: the reason says where it stands (Pending, Running, Suspended).
         let (fs, fr) = if finished {
             (ConditionStatus::True, reason)
         } else {
-            (ConditionStatus::False, reasons::RUNNING)
+            (ConditionStatus::False, phase.as_str())
         };
         self.condition(
             types::FINISHED,

@@ -259,7 +259,9 @@ async fn suspend_keeps_the_workspace_and_resume_starts_a_new_pod_on_it() {
 
             let suspend = |on: bool| json!({"spec": {"suspend": on}});
             ns.api::<AgentSession>().patch("w", &PatchParams::default(), &Patch::Merge(&suspend(true))).await.unwrap();
-            wait_session(&ns, "w", AgentSessionPhase::Suspended, T).await;
+            let suspended = wait_session(&ns, "w", AgentSessionPhase::Suspended, T).await;
+            let (status, reason, _) = condition(&suspended, "Finished");
+            assert_eq!((status.as_str(), reason.as_str()), ("False", "Suspended"));
             wait_for_deletion(&ns.api::<Pod>(), "w", T, "pod deleted on suspend").await;
             assert!(ns.api::<PersistentVolumeClaim>().get_opt("w-workspace").await.unwrap().is_some(), "PVC kept");
             assert!(ns.api::<Service>().get_opt("w").await.unwrap().is_some(), "Service kept");
