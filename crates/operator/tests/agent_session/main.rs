@@ -249,8 +249,16 @@ async fn suspend_keeps_the_workspace_and_resume_starts_a_new_pod_on_it() {
             let _op = operator(&ns, &fake.url());
             let spec = json!({"agent": {"image": IMAGE}, "workspace": {"size": "1Gi", "storageClassName": class}});
             create_session(&ns, &session("w", spec)).await;
-            let running = wait_session(&ns, "w", AgentSessionPhase::Running, T).await;
-            assert_eq!(condition(&running, "WorkspaceReady").0, "True");
+            // KWOK runs the pod without mounting the volume, so Running may be reported a moment
+            // before the PVC's Bound reaches the operator's cache; its watch event then turns
+            // WorkspaceReady True.
+            wait_for(&ns.api::<AgentSession>(), "w", T, "Running with its workspace bound", |s: &AgentSession| {
+                s.phase() == Some(AgentSessionPhase::Running)
+                    && s.status.as_ref().is_some_and(|st| {
+                        st.conditions.iter().any(|c| c.type_ == "WorkspaceReady" && c.status == "True")
+                    })
+            })
+            .await;
             let first = ns.api::<Pod>().get("w").await.unwrap();
             let claim = |p: &Pod| {
                 p.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().find_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
