@@ -576,9 +576,6 @@ impl GitHubClient {
     /// Sends `call` and returns the response whatever its status; only transport failures
     /// (timeouts, connection errors) are errors here.
     pub(crate) async fn execute(&self, call: Call) -> Result<Reply> {
-        if call.paced {
-            self.inner.pacer.acquire().await;
-        }
         let mut retried_with_fresh_token = false;
         loop {
             let (header, installation_token) = match &call.auth {
@@ -595,7 +592,16 @@ impl GitHubClient {
                 }
                 CallAuth::Token(token) => (authorization("token", token)?, None),
             };
-            let reply = self.send_once(&call, header).await?;
+            // Each content-creating request holds a pacing permit until its response (or
+            // failure): the window counts from then, as GitHub counts on arrival.
+            let permit = if call.paced {
+                Some(self.inner.pacer.acquire().await)
+            } else {
+                None
+            };
+            let reply = self.send_once(&call, header).await;
+            drop(permit);
+            let reply = reply?;
             // An installation token can be revoked or expire early (clock skew); GitHub then
             // answered 401 without applying anything, so one retry with a new token is safe.
             if reply.status == 401

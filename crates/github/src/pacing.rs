@@ -5,7 +5,7 @@
 //! a sliding-window limiter; callers queue in arrival order (tokio's mutex is fair).
 
 use crate::auth::CredentialId;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -16,11 +16,36 @@ pub const CONTENT_CREATION_LIMIT: usize = 80;
 pub const CONTENT_CREATION_WINDOW: Duration = Duration::from_secs(60);
 
 /// A sliding-window limiter: at most `limit` grants in any `window`.
+/// A call's place in its credential's window: empty while the call is in flight, then the
+/// instant it ended.
+type Slot = Arc<Mutex<Option<Instant>>>;
+
 #[derive(Debug)]
 pub struct Pacer {
     limit: usize,
     window: Duration,
-    grants: tokio::sync::Mutex<VecDeque<Instant>>,
+    slots: tokio::sync::Mutex<Vec<Slot>>,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+/// Held while a content-creating call is in flight; dropping it (response, error, timeout or
+/// cancellation) starts its 60 s in the window. Counting from the grant instead would let the
+/// 81st call reach GitHub less than a minute after a slow first one did.
+#[derive(Debug)]
+pub struct PacePermit {
+    slot: Slot,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for PacePermit {
+    fn drop(&mut self) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.ended.notify_waiters();
+    }
+}
+
+fn ended_at(slot: &Slot) -> Option<Instant> {
+    *slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Pacer {
@@ -28,40 +53,43 @@ impl Pacer {
         Pacer {
             limit: limit.max(1),
             window,
-            grants: tokio::sync::Mutex::new(VecDeque::new()),
+            slots: tokio::sync::Mutex::new(Vec::new()),
+            ended: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// Waits until one more call fits into the window and records it. Cancel-safe: a caller
-    /// dropped while waiting takes no grant.
-    pub async fn acquire(&self) {
-        // Held while sleeping so that later callers queue behind earlier ones.
-        let mut grants = self.grants.lock().await;
+    /// Waits until a call may start: fewer than `limit` calls in flight or ended within the
+    /// last `window`. Callers are served in arrival order (tokio's mutex is fair).
+    pub async fn acquire(&self) -> PacePermit {
+        let mut slots = self.slots.lock().await;
         loop {
             let now = Instant::now();
-            while grants
-                .front()
-                .is_some_and(|granted| *granted + self.window <= now)
-            {
-                grants.pop_front();
+            slots.retain(|slot| ended_at(slot).is_none_or(|ended| ended + self.window > now));
+            if slots.len() < self.limit {
+                let slot: Slot = Arc::default();
+                slots.push(slot.clone());
+                return PacePermit {
+                    slot,
+                    ended: self.ended.clone(),
+                };
             }
-            if grants.len() < self.limit {
-                grants.push_back(now);
-                return;
-            }
-            if let Some(oldest) = grants.front().copied() {
-                tracing::debug!(
-                    wait_ms = (oldest + self.window - now).as_millis() as u64,
-                    "pacing content-creating GitHub call"
-                );
-                tokio::time::sleep_until(oldest + self.window).await;
+            // Registered before looking, so an ending call cannot slip by unnoticed.
+            let a_call_ended = self.ended.notified();
+            match slots.iter().filter_map(ended_at).min() {
+                Some(oldest) => {
+                    tracing::debug!(
+                        wait_ms = (oldest + self.window - now).as_millis() as u64,
+                        "pacing content-creating GitHub call"
+                    );
+                    tokio::time::sleep_until(oldest + self.window).await;
+                }
+                // Every counted call is still in flight: wait for one to end.
+                None => a_call_ended.await,
             }
         }
     }
 }
 
-/// Pacers keyed by credential, so every client for the same credential shares one. Cheap to
-/// clone; [`PacerRegistry::global`] is the process-wide default.
 #[derive(Debug, Clone)]
 pub struct PacerRegistry {
     limit: usize,
@@ -110,6 +138,38 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
         pacer.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_counts_from_when_a_call_ended_not_when_it_started() {
+        let pacer = Pacer::new(2, Duration::from_secs(60));
+        let start = Instant::now();
+        let slow = pacer.acquire().await; // in flight for 5 s
+        drop(pacer.acquire().await); // ends at once: t=0
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(slow); // ends at t=5
+        drop(pacer.acquire().await); // the t=0 call leaves at t=60
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        drop(pacer.acquire().await); // the slow call counts until t=65, not t=60
+        assert_eq!(start.elapsed(), Duration::from_secs(65));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_counted_call_in_flight_the_next_waits_for_one_to_end() {
+        let pacer = Arc::new(Pacer::new(1, Duration::from_secs(60)));
+        let start = Instant::now();
+        let in_flight = pacer.acquire().await;
+        let waiter = {
+            let pacer = pacer.clone();
+            tokio::spawn(async move {
+                drop(pacer.acquire().await);
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(90)).await; // a call slower than the window
+        drop(in_flight);
+        let granted = waiter.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(granted - start, Duration::from_secs(150));
     }
 
     #[tokio::test(start_paused = true)]

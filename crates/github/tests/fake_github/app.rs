@@ -250,7 +250,10 @@ async fn a_jwt_signed_with_the_wrong_key_is_a_401_user_error() -> Result<()> {
     match client.repository(&env.repo).await {
         Err(Error::User { status, message }) => assert_eq!(
             (status, message.as_str()),
-            (401, "A JSON web token could not be decoded")
+            (
+                401,
+                "A JSON web token could not be decoded (POST /app/installations/777/access_tokens)"
+            )
         ),
         other => panic!("expected a 401 user error, got {other:?}"),
     }

@@ -47,7 +47,7 @@ async fn bad_credentials_are_a_401_user_error_without_the_token() -> Result<()> 
         Some(Error::User {
             status: 401,
             message,
-        }) => assert_eq!(message, "Bad credentials"),
+        }) => assert_eq!(message, "Bad credentials (GET /repos/octo/hello)"),
         other => panic!("expected a 401 user error, got {other:?}"),
     }
     let shown = format!(

@@ -323,7 +323,10 @@ async fn create_pull_with_an_unknown_head_is_a_user_error() -> Result<()> {
         Err(Error::User { status, message }) => {
             assert_eq!(
                 (status, message.as_str()),
-                (422, "Validation Failed: PullRequest.head: invalid")
+                (
+                    422,
+                    "Validation Failed: PullRequest.head: invalid (POST /repos/octo/hello/pulls)"
+                )
             );
         }
         other => panic!("expected a 422 user error, got {other:?}"),
@@ -497,7 +500,7 @@ async fn merge_after_the_head_moved_is_a_409_user_error() -> Result<()> {
             (status, message.as_str()),
             (
                 409,
-                "Head branch was modified. Review and try the merge again."
+                "Head branch was modified. Review and try the merge again. (PUT /repos/octo/hello/pulls/1/merge)"
             )
         ),
         other => panic!("expected a 409 user error, got {other:?}"),
