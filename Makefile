@@ -6,7 +6,7 @@ TESTENV_DIR ?= target/testenv
 DEMO_CHECK_DIR ?= target/demo-check
 TESTENV = $(CARGO) run --quiet --locked -p ccplant-testenv --
 
-.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-check demo-down prerequisites
+.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-check demo-down bench prerequisites
 
 help:
 	@echo "make test          all tests (builds the local control plane on first use)"
@@ -18,6 +18,7 @@ help:
 	@echo "make demo          local control plane, fake GitHub, two operator replicas, every example, live"
 	@echo "make demo-check    make demo, asserting every example's end phase, then stop it (part of make test)"
 	@echo "make demo-down     stop make demo"
+	@echo "make bench         benchmarks on a local control plane, JSON in target/bench/ (BENCH_SESSIONS=N)"
 
 prerequisites:
 	@command -v go >/dev/null || { echo "Go >= 1.25 is required to build the control plane (https://go.dev/dl)"; exit 1; }
@@ -83,3 +84,10 @@ demo-check: testenv-bins
 
 demo-down:
 	@bash crates/testenv/scripts/demo.sh down "$(TESTENV_DIR)"
+
+# Benchmarks (release build: the figures describe the shipped binary): a burst of
+# BENCH_SESSIONS (default 1000) AgentSessions against the same client creating bare pods, a steady
+# 50/s, idle writes, and GitHubTask throughput and pacing against the fake GitHub.
+bench: testenv-bins
+	$(CARGO) run --release --locked -p ccplant-bench -- sessions
+	$(CARGO) run --release --locked -p ccplant-bench -- github
