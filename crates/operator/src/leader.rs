@@ -266,8 +266,11 @@ impl Elector {
                     let Some(o) = observed.as_ref() else { continue };
                     match &role {
                         Role::Leading { .. } => {
+                            // Someone else's claim, or a stale event from before our own write
+                            // (the watch's first list can trail it): renew now; the renewal's
+                            // precondition tells which (409 and another holder = lost).
                             if o.holder().as_deref() != Some(cfg.identity.as_str()) {
-                                return Err(LeaderError::Lost { lease: self.lease_ref(), holder: o.holder() });
+                                next_attempt = Instant::now();
                             }
                         }
                         Role::Standby => {
@@ -432,44 +435,37 @@ impl Elector {
 
     /// Renews our claim: the renewed lease, `None` when someone else holds it now.
     async fn renew(&self, ours: &Lease) -> Result<Option<Lease>, kube::Error> {
-        let cfg = &self.config;
-        let mut lease = ours.clone();
+        if let Some(renewed) = self.write_renewal(ours).await? {
+            return Ok(Some(renewed));
+        }
+        // Our resourceVersion is stale: if the lease is still ours (e.g. a retried write that
+        // did land), renew from the fresh copy; otherwise we lost it.
+        let Some(current) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(None);
+        };
+        let holder = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        if holder != Some(self.config.identity.as_str()) {
+            return Ok(None);
+        }
+        self.write_renewal(&current).await
+    }
+
+    /// `base` with a new renewTime, written under its resourceVersion; `None` on a conflict.
+    async fn write_renewal(&self, base: &Lease) -> Result<Option<Lease>, kube::Error> {
+        let mut lease = base.clone();
         let mut spec = lease.spec.clone().unwrap_or_default();
         spec.renew_time = Some(now_micro());
         lease.spec = Some(spec);
         match self
             .api
-            .replace(&cfg.name, &PostParams::default(), &lease)
+            .replace(&self.config.name, &PostParams::default(), &lease)
             .await
         {
             Ok(lease) => Ok(Some(lease)),
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                // Our resourceVersion is stale: if it is still ours (e.g. a retried write that
-                // did land), renew from the fresh copy; otherwise we lost it.
-                let Some(current) = self.api.get_opt(&cfg.name).await? else {
-                    return Ok(None);
-                };
-                let holder = current
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.holder_identity.clone());
-                if holder.as_deref() != Some(cfg.identity.as_str()) {
-                    return Ok(None);
-                }
-                let mut lease = current;
-                let mut spec = lease.spec.clone().unwrap_or_default();
-                spec.renew_time = Some(now_micro());
-                lease.spec = Some(spec);
-                match self
-                    .api
-                    .replace(&cfg.name, &PostParams::default(), &lease)
-                    .await
-                {
-                    Ok(lease) => Ok(Some(lease)),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(e),
         }
     }

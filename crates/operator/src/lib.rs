@@ -11,6 +11,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 

@@ -36,6 +36,7 @@ where
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    crate::shutdown::listen();
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut config = kube::Config::infer()
         .await

@@ -132,6 +132,12 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 kill -TERM "$leader_pid" 2>/dev/null || true
+# A graceful stop takes well under a second; never hang the test run on it.
+for _ in $(seq 1 60); do kill -0 "$leader_pid" 2>/dev/null || break; sleep 0.5; done
+if kill -0 "$leader_pid" 2>/dev/null; then
+  log "the operator did not exit within 30 s of SIGTERM"
+  kill -KILL "$leader_pid" 2>/dev/null || true
+fi
 leader_rc=0
 wait "$leader_pid" || leader_rc=$?
 leader_pid=""

@@ -122,15 +122,27 @@ pub async fn run(
     let owned = watcher::Config::default()
         .labels(&managed_selector())
         .any_semantic();
-    let (pods, pod_stream) = owned_reflector(scoped::<Pod>(&client, &namespace), owned.clone());
-    let (services, svc_stream) =
-        owned_reflector(scoped::<Service>(&client, &namespace), owned.clone());
+    let mut children_synced = Vec::new();
+    let (pods, pod_stream) = owned_reflector(
+        scoped::<Pod>(&client, &namespace),
+        owned.clone(),
+        &mut children_synced,
+    );
+    let (services, svc_stream) = owned_reflector(
+        scoped::<Service>(&client, &namespace),
+        owned.clone(),
+        &mut children_synced,
+    );
     let (pvcs, pvc_stream) = owned_reflector(
         scoped::<PersistentVolumeClaim>(&client, &namespace),
         owned.clone(),
+        &mut children_synced,
     );
-    let (network_policies, np_stream) =
-        owned_reflector(scoped::<NetworkPolicy>(&client, &namespace), owned.clone());
+    let (network_policies, np_stream) = owned_reflector(
+        scoped::<NetworkPolicy>(&client, &namespace),
+        owned.clone(),
+        &mut children_synced,
+    );
     let children = ChildStores {
         pods,
         services,
@@ -147,7 +159,7 @@ pub async fn run(
 
     let synced = sctx.ctx.register_cache("AgentSession");
     let (sessions, session_stream) =
-        primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
+        primary_watch(scoped::<AgentSession>(&client, &namespace), synced.clone());
     sctx.ctx.set_session_store(sessions.clone());
     let controller = Controller::for_stream(session_stream, sessions)
         .owns_stream(pod_stream)
@@ -156,23 +168,40 @@ pub async fn run(
         .owns_stream(np_stream)
         .reconcile_all_on(leadership.acquisitions())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    controller
-        .shutdown_on_signal()
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = controller
+        .graceful_shutdown_on(async move {
+            let _ = stopped.await;
+        })
         .run(reconcile, error_policy, sctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    let mut all_synced = vec![synced];
+    all_synced.extend(children_synced);
+    crate::shutdown::drive("agentsession", run, stop, all_synced).await;
 }
 
 type OwnedStream<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 
-fn owned_reflector<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, OwnedStream<K>)
+/// A child watch feeding `store`; `synced` is set once its initial list is complete.
+fn owned_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    synced: &mut Vec<Arc<std::sync::atomic::AtomicBool>>,
+) -> (Store<K>, OwnedStream<K>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    synced.push(flag.clone());
     let stream = watcher(api, config)
         .default_backoff()
         .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
         .reflect(writer)
         .touched_objects()
         .boxed();

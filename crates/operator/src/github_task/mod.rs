@@ -55,11 +55,13 @@ impl Error {
 pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSession>) {
     let (dependents_tx, dependents_rx) =
         futures::channel::mpsc::unbounded::<ObjectRef<GitHubTask>>();
-    let (store, tasks) = crate::context::primary_watch(api, ctx.register_cache("GitHubTask"));
+    let synced = ctx.register_cache("GitHubTask");
+    let (store, tasks) = crate::context::primary_watch(api, synced.clone());
     let controller = Controller::for_stream(tasks, store.clone());
     ctx.set_task_store(store.clone(), dependents_tx);
     let session_store = store.clone();
-    controller
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = controller
         .watches(
             sessions,
             watcher::Config::default().any_semantic(),
@@ -85,10 +87,12 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
         .reconcile_on(dependents_rx)
         .reconcile_all_on(ctx.leadership.acquisitions())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.task_concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move {
+            let _ = stopped.await;
+        })
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    crate::shutdown::drive("githubtask", run, stop, vec![synced]).await;
 }
 
 fn error_policy(task: Arc<GitHubTask>, err: &Error, _ctx: Arc<Context>) -> Action {

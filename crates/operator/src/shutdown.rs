@@ -1,0 +1,89 @@
+//! Graceful shutdown on SIGTERM/SIGINT that always finishes.
+//!
+//! kube's controller runner starts no reconcile before its cache has synced, and once shutdown
+//! is requested it stops driving the watches: a shutdown requested before the first sync would
+//! wait forever (the pod is killed at its grace period, the Lease is not released). So each
+//! controller asks for its graceful shutdown only once its caches are complete; caches that do
+//! not complete within [`SYNC_GRACE`] mean no reconcile ever started, and the controller is
+//! simply dropped.
+
+use futures::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How long a controller waits, after the signal, for its caches to sync before giving up.
+pub const SYNC_GRACE: Duration = Duration::from_secs(10);
+
+static REQUESTED: OnceLock<watch::Sender<bool>> = OnceLock::new();
+
+fn requested_channel() -> &'static watch::Sender<bool> {
+    REQUESTED.get_or_init(|| {
+        let (tx, _) = watch::channel(false);
+        let signals = tx.clone();
+        // Registered here, synchronously: from this call on, SIGTERM no longer kills at once.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        tokio::spawn(async move {
+            let Ok(mut term) = term else {
+                warn!("cannot listen for SIGTERM");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down gracefully"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down gracefully"),
+            }
+            signals.send_replace(true);
+        });
+        tx
+    })
+}
+
+/// Starts listening for SIGTERM/SIGINT (call first thing in the runtime).
+pub fn listen() {
+    requested_channel();
+}
+
+/// Resolves once SIGTERM or SIGINT arrived (listening starts at the first call).
+pub fn requested() -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = requested_channel().subscribe();
+    async move {
+        let _ = rx.wait_for(|r| *r).await;
+    }
+}
+
+/// Drives `run` (a controller built with `graceful_shutdown_on(stop_rx)`) until it ends. On the
+/// signal, sends `stop` as soon as every flag in `synced` is set, so the controller drains its
+/// in-flight reconciles and returns; if they stay unset for [`SYNC_GRACE`], drops it instead
+/// (nothing can have been reconciled).
+pub async fn drive(
+    controller: &'static str,
+    run: impl Future<Output = ()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    synced: Vec<Arc<AtomicBool>>,
+) {
+    tokio::pin!(run);
+    tokio::select! {
+        () = &mut run => return,
+        () = requested() => {}
+    }
+    let all_synced = || synced.iter().all(|s| s.load(Ordering::SeqCst));
+    let deadline = tokio::time::Instant::now() + SYNC_GRACE;
+    while !all_synced() {
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                controller,
+                "caches not synced {SYNC_GRACE:?} after the signal: stopping without draining (no reconcile ran)"
+            );
+            return;
+        }
+        // Keep the watches running meanwhile; check again shortly (only during shutdown).
+        tokio::select! {
+            () = &mut run => return,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    let _ = stop.send(());
+    run.await;
+}
