@@ -325,7 +325,6 @@ impl Operator {
     /// Starts `ccplant-operator run` for `namespaces`, without leader election, logging JSON at
     /// warn level into `log`. Call from the runtime's `block_on` future (the main thread), so
     /// that the parent-death signal is tied to the main thread.
-    #[allow(unsafe_code)] // prctl(PR_SET_PDEATHSIG) in the child before exec.
     pub fn start(
         bin: &Path,
         kubeconfig: &Path,
@@ -353,17 +352,7 @@ impl Operator {
             .stdout(out.try_clone()?)
             .stderr(out)
             .kill_on_drop(true);
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("parent exited"));
-                }
-                Ok(())
-            });
-        }
+        ccplant_testenv::process::die_with_parent(cmd.as_std_mut());
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -434,12 +423,9 @@ impl Operator {
     }
 
     /// SIGTERM, then SIGKILL after 15 s; waits for the exit.
-    #[allow(unsafe_code)] // kill(2)
     pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
         if self.child.try_wait()?.is_none() {
-            unsafe {
-                libc::kill(self.pid, libc::SIGTERM);
-            }
+            ccplant_testenv::process::send_signal(self.pid, libc::SIGTERM);
         }
         match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
             Ok(status) => Ok(status?),

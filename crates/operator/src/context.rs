@@ -8,8 +8,8 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 /// A GitHubTask controller's cache and the trigger of its dependents' reconciles.
 type TaskScope = (Store<GitHubTask>, UnboundedSender<ObjectRef<GitHubTask>>);
@@ -37,10 +37,10 @@ pub struct Context {
     superseded: Mutex<HashMap<String, Superseded>>,
 }
 
-/// One controller cache, as `/readyz` sees it: set once its initial list completed.
+/// One controller cache, as `/readyz` sees it: true once its initial list completed.
 struct CacheSync {
     kind: &'static str,
-    synced: Arc<AtomicBool>,
+    synced: watch::Receiver<bool>,
 }
 
 #[derive(Default)]
@@ -101,15 +101,12 @@ impl Context {
         }
     }
 
-    /// Registers a controller's main cache for `/readyz`; the controller sets the flag when its
-    /// watch completes the initial list (`watcher::Event::InitDone`).
-    pub fn register_cache(&self, kind: &'static str) -> Arc<AtomicBool> {
-        let synced = Arc::new(AtomicBool::new(false));
+    /// Registers a controller's main cache for `/readyz`; its watch ([`synced_reflector`])
+    /// sends `true` once the initial list is complete.
+    pub fn register_cache(&self, kind: &'static str) -> watch::Sender<bool> {
+        let (synced, rx) = watch::channel(false);
         if let Ok(mut caches) = self.caches.lock() {
-            caches.push(CacheSync {
-                kind,
-                synced: synced.clone(),
-            });
+            caches.push(CacheSync { kind, synced: rx });
         }
         synced
     }
@@ -123,10 +120,7 @@ impl Context {
         let mut missing = Vec::new();
         for kind in ["AgentSession", "GitHubTask"] {
             let of_kind: Vec<&CacheSync> = caches.iter().filter(|c| c.kind == kind).collect();
-            let unsynced = of_kind
-                .iter()
-                .filter(|c| !c.synced.load(Ordering::SeqCst))
-                .count();
+            let unsynced = of_kind.iter().filter(|c| !*c.synced.borrow()).count();
             if of_kind.is_empty() {
                 missing.push(format!("{kind} controller not started"));
             } else if unsynced > 0 {
@@ -244,13 +238,48 @@ impl Context {
     }
 }
 
-/// A controller's primary watch, as `Controller::for_stream` takes it: objects (managedFields
-/// dropped, they are never read and would double the cache) feeding `store`, and `synced` set
-/// once the initial list is complete (for `/readyz`). Owning the watch here keeps readiness off
-/// `Store::wait_until_ready`, whose single wake-up belongs to kube's applier.
+/// A watch feeding `store` (managedFields dropped: never read, they would double the cache)
+/// that sends `true` on `synced` once its initial list is complete — for `/readyz` and for
+/// [`crate::shutdown::drive`], which must not rely on `Store::wait_until_ready`: its single
+/// wake-up belongs to kube's applier.
+pub fn synced_reflector<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+    synced: watch::Sender<bool>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>>
+    + Send
+    + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                synced.send_replace(true);
+            }
+        })
+        .reflect(writer);
+    (store, stream)
+}
+
+/// A controller's primary watch, as `Controller::for_stream` takes it.
 pub fn primary_watch<K>(
     api: kube::Api<K>,
-    synced: Arc<AtomicBool>,
+    synced: watch::Sender<bool>,
 ) -> (
     Store<K>,
     futures::stream::BoxStream<'static, Result<K, kube::runtime::watcher::Error>>,
@@ -265,20 +294,9 @@ where
         + 'static,
 {
     use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                synced.store(true, Ordering::SeqCst);
-            }
-        })
-        .reflect(writer)
-        .applied_objects()
-        .boxed();
-    (store, stream)
+    use kube::runtime::{WatchStreamExt, watcher};
+    let (store, events) = synced_reflector(api, watcher::Config::default().any_semantic(), synced);
+    (store, events.applied_objects().boxed())
 }
 
 #[cfg(test)]
@@ -333,13 +351,13 @@ mod tests {
                     .into()
             )
         );
-        sessions.store(true, Ordering::SeqCst);
-        tasks_a.store(true, Ordering::SeqCst);
+        sessions.send_replace(true);
+        tasks_a.send_replace(true);
         assert_eq!(
             ctx.readiness(),
             Err("GitHubTask cache not synced (1 of 2 scopes)".into())
         );
-        tasks_b.store(true, Ordering::SeqCst);
+        tasks_b.send_replace(true);
         assert_eq!(ctx.readiness(), Ok(()));
     }
 

@@ -146,23 +146,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
         let mut election = tokio::spawn(elector.run(async move {
             let _ = stopped.await;
         }));
-        tokio::select! {
+        let ended = tokio::select! {
             _ = drained => {
                 // Drained: only now give the lease up, so no two replicas ever write at once.
                 let _ = stop.send(());
-                match election.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => fail_stop(&e),
-                    Err(e) => fail_stop(&e),
-                }
+                election.await
             }
-            result = &mut election => {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => fail_stop(&e),
-                    Err(e) => fail_stop(&e),
-                }
-            }
+            ended = &mut election => ended,
+        };
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => fail_stop(&e),
+            Err(e) => fail_stop(&e),
         }
     } else {
         drained.await;

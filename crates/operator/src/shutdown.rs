@@ -8,8 +8,7 @@
 //! simply dropped.
 
 use futures::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -54,34 +53,39 @@ pub fn requested() -> impl Future<Output = ()> + Send + 'static {
 }
 
 /// Drives `run` (a controller built with `graceful_shutdown_on(stop_rx)`) until it ends. On the
-/// signal, sends `stop` as soon as every flag in `synced` is set, so the controller drains its
-/// in-flight reconciles and returns; if they stay unset for [`SYNC_GRACE`], drops it instead
-/// (nothing can have been reconciled).
+/// signal, sends `stop` as soon as every cache in `synced` reports its initial list complete,
+/// so the controller drains its in-flight reconciles and returns; if they are not all synced
+/// within [`SYNC_GRACE`], drops it instead (nothing can have been reconciled).
 pub async fn drive(
     controller: &'static str,
     run: impl Future<Output = ()>,
     stop: tokio::sync::oneshot::Sender<()>,
-    synced: Vec<Arc<AtomicBool>>,
+    mut synced: Vec<watch::Receiver<bool>>,
 ) {
     tokio::pin!(run);
     tokio::select! {
         () = &mut run => return,
         () = requested() => {}
     }
-    let all_synced = || synced.iter().all(|s| s.load(Ordering::SeqCst));
-    let deadline = tokio::time::Instant::now() + SYNC_GRACE;
-    while !all_synced() {
-        if tokio::time::Instant::now() >= deadline {
-            warn!(
-                controller,
-                "caches not synced {SYNC_GRACE:?} after the signal: stopping without draining (no reconcile ran)"
-            );
-            return;
+    let all_synced = async {
+        for rx in &mut synced {
+            // An error means the watch is gone: it will never sync.
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
-        // Keep the watches running meanwhile; check again shortly (only during shutdown).
-        tokio::select! {
-            () = &mut run => return,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+    };
+    // The watches keep running (inside `run`) while we wait for them.
+    tokio::select! {
+        () = &mut run => return,
+        synced = tokio::time::timeout(SYNC_GRACE, all_synced) => {
+            if synced.is_err() {
+                warn!(
+                    controller,
+                    "caches not synced {SYNC_GRACE:?} after the signal: stopping without draining (no reconcile ran)"
+                );
+                return;
+            }
         }
     }
     let _ = stop.send(());

@@ -24,12 +24,13 @@ use tokio::sync::watch;
 
 const LEASE: &str = "ccplant-operator";
 
-/// An operator replica electing on the Lease `LEASE` in the test namespace.
-fn replica(ns: &TestNamespace, github_url: &str, id: &str) -> Operator {
+/// An operator replica electing on the Lease `LEASE` in the test namespace (the sessions here
+/// are bare: no GitHub is called).
+fn replica(ns: &TestNamespace, id: &str) -> Operator {
     Operator::named(
         &ns.name,
         &format!("-{id}"),
-        github_url,
+        "http://127.0.0.1:1",
         &[
             "--leader-elect=true",
             "--lease-namespace",
@@ -264,11 +265,7 @@ async fn sigterm_hands_over_within_three_seconds() {
     install_crds();
     TestEnv::global()
         .with_namespace("lead-term", |ns| async move {
-            let fake = fake_with_repo().await;
-            let (mut a, mut b) = (
-                replica(&ns, &fake.url(), "a"),
-                replica(&ns, &fake.url(), "b"),
-            );
+            let (mut a, mut b) = (replica(&ns, "a"), replica(&ns, "b"));
             leader_and_standby(&ns, &mut a, &mut b).await;
 
             let t0 = SystemTime::now();
@@ -310,11 +307,7 @@ async fn sigkill_hands_over_within_twenty_seconds() {
     install_crds();
     TestEnv::global()
         .with_namespace("lead-kill", |ns| async move {
-            let fake = fake_with_repo().await;
-            let (mut a, mut b) = (
-                replica(&ns, &fake.url(), "a"),
-                replica(&ns, &fake.url(), "b"),
-            );
+            let (mut a, mut b) = (replica(&ns, "a"), replica(&ns, "b"));
             leader_and_standby(&ns, &mut a, &mut b).await;
 
             let t0 = SystemTime::now();
@@ -414,15 +407,14 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_its_lease_can_pass() {
     install_crds();
     TestEnv::global()
         .with_namespace("lead-cut", |ns| async move {
-            let fake = fake_with_repo().await;
             // Bind first, learn the apiserver address from the kubeconfig, then relay to it.
             let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let (_, target) = kubeconfig_via(probe.local_addr().unwrap(), &ns.name);
             drop(probe);
             let partition = Partition::start(target).await;
             let (kubeconfig, _) = kubeconfig_via(partition.addr, &ns.name);
-            let mut a = replica(&ns, &fake.url(), "a").with_kubeconfig(kubeconfig.clone());
-            let mut b = replica(&ns, &fake.url(), "b");
+            let mut a = replica(&ns, "a").with_kubeconfig(kubeconfig.clone());
+            let mut b = replica(&ns, "b");
             leader_and_standby(&ns, &mut a, &mut b).await;
 
             let t_cut = SystemTime::now();

@@ -30,6 +30,32 @@ pub struct ManagedProcess {
     child: Mutex<Option<Child>>,
 }
 
+/// Makes the child started by `cmd` receive SIGKILL when the spawning *thread* exits
+/// (`PR_SET_PDEATHSIG`), so no child outlives a crashed or killed parent.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the hook runs between fork and exec and only makes async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` (e.g. `libc::SIGTERM`) to `pid`; a process already gone is not an error.
+pub fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 /// Asks the kernel for a free loopback port.
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -73,18 +99,7 @@ impl ManagedProcess {
             .stderr(Stdio::from(err))
             .env_remove("KUBECONFIG");
         match lifetime {
-            Lifetime::Attached => unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The parent may have died between fork and prctl.
-                    if libc::getppid() == 1 {
-                        return Err(std::io::Error::other("parent exited"));
-                    }
-                    Ok(())
-                });
-            },
+            Lifetime::Attached => die_with_parent(&mut cmd),
             Lifetime::Detached => unsafe {
                 cmd.pre_exec(|| {
                     if libc::setsid() < 0 {
@@ -132,9 +147,7 @@ impl ManagedProcess {
 
     fn signal(&self, sig: i32) {
         if self.is_same_process_alive() {
-            unsafe {
-                libc::kill(self.pid, sig);
-            }
+            send_signal(self.pid, sig);
         }
     }
 

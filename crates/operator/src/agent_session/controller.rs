@@ -11,7 +11,7 @@ use super::build::{self, BuildConfig};
 use super::credentials::{self, Ensured, SessionCredentialsError, until};
 use super::names::SessionNames;
 use super::observe::{PodState, observe_pod};
-use crate::context::{Context, primary_watch};
+use crate::context::{Context, primary_watch, synced_reflector};
 use crate::credentials::CredentialsError;
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
@@ -23,7 +23,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -158,8 +158,9 @@ pub async fn run(
     });
 
     let synced = sctx.ctx.register_cache("AgentSession");
+    let primary_synced = synced.subscribe();
     let (sessions, session_stream) =
-        primary_watch(scoped::<AgentSession>(&client, &namespace), synced.clone());
+        primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
     sctx.ctx.set_session_store(sessions.clone());
     let controller = Controller::for_stream(session_stream, sessions)
         .owns_stream(pod_stream)
@@ -175,37 +176,26 @@ pub async fn run(
         })
         .run(reconcile, error_policy, sctx)
         .for_each(|_| futures::future::ready(()));
-    let mut all_synced = vec![synced];
+    let mut all_synced = vec![primary_synced];
     all_synced.extend(children_synced);
     crate::shutdown::drive("agentsession", run, stop, all_synced).await;
 }
 
 type OwnedStream<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 
-/// A child watch feeding `store`; `synced` is set once its initial list is complete.
+/// A child watch feeding `store`; its sync state is pushed onto `synced`.
 fn owned_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
-    synced: &mut Vec<Arc<std::sync::atomic::AtomicBool>>,
+    synced: &mut Vec<tokio::sync::watch::Receiver<bool>>,
 ) -> (Store<K>, OwnedStream<K>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    synced.push(flag.clone());
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        })
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
-    (store, stream)
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    synced.push(rx);
+    let (store, events) = synced_reflector(api, config, tx);
+    (store, events.touched_objects().boxed())
 }
 
 fn error_policy(session: Arc<AgentSession>, err: &Error, _ctx: Arc<SessionContext>) -> Action {
@@ -670,20 +660,7 @@ async fn apply_infrastructure(sctx: &SessionContext, session: &AgentSession) -> 
         }
         // Isolation turned off: the policy goes.
         None if cached_policy.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) => {
-            let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-            match policies
-                .delete(&names.network_policy, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(source) => {
-                    return Err(Error::Delete {
-                        what: format!("NetworkPolicy {ns}/{}", names.network_policy),
-                        source,
-                    });
-                }
-            }
+            delete::<NetworkPolicy>(ctx, &ns, &names.network_policy, "NetworkPolicy").await?;
         }
         _ => {}
     }
@@ -710,17 +687,7 @@ async fn cleanup(
             .as_ref()
             .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
         {
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            match pods.delete(&names.pod, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(source) => {
-                    return Err(Error::Delete {
-                        what: format!("Pod {ns}/{}", names.pod),
-                        source,
-                    });
-                }
-            }
+            delete::<Pod>(ctx, &ns, &names.pod, "Pod").await?;
         }
     }
     let issued = next.status.conditions.iter().any(|c| {
@@ -834,21 +801,8 @@ async fn ttl_action(
     if now < due {
         return Ok(Action::requeue(until(due, now)));
     }
-    let api: Api<AgentSession> =
-        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
-    match api
-        .delete(&session.name_any(), &DeleteParams::background())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(source) => {
-            return Err(Error::Delete {
-                what: "AgentSession".into(),
-                source,
-            });
-        }
-    }
+    let ns = session.namespace().unwrap_or_default();
+    delete::<AgentSession>(ctx, &ns, &session.name_any(), "AgentSession").await?;
     Ok(Action::await_change())
 }
 
@@ -915,5 +869,24 @@ async fn announce(
     };
     if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
         warn!(error = %e, "publishing event failed");
+    }
+}
+
+/// Deletes `kind` `ns/name` in the background; already gone is fine.
+async fn delete<K>(ctx: &Context, ns: &str, name: &str, kind: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            what: format!("{kind} {ns}/{name}"),
+            source,
+        }),
     }
 }

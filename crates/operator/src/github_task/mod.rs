@@ -56,7 +56,8 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
     let (dependents_tx, dependents_rx) =
         futures::channel::mpsc::unbounded::<ObjectRef<GitHubTask>>();
     let synced = ctx.register_cache("GitHubTask");
-    let (store, tasks) = crate::context::primary_watch(api, synced.clone());
+    let primary_synced = synced.subscribe();
+    let (store, tasks) = crate::context::primary_watch(api, synced);
     let controller = Controller::for_stream(tasks, store.clone());
     ctx.set_task_store(store.clone(), dependents_tx);
     let session_store = store.clone();
@@ -92,7 +93,7 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
         })
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
-    crate::shutdown::drive("githubtask", run, stop, vec![synced]).await;
+    crate::shutdown::drive("githubtask", run, stop, vec![primary_synced]).await;
 }
 
 fn error_policy(task: Arc<GitHubTask>, err: &Error, _ctx: Arc<Context>) -> Action {
