@@ -1,7 +1,7 @@
-//! Server-side apply of children and of status, with one field manager.
+//! Server-side apply of children and of status, and plain creates, with one field manager.
 
 use crate::context::Context;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,6 +23,25 @@ where
         &Patch::Apply(obj),
     )
     .await
+}
+
+/// Creates `obj` in its namespace with the operator's field manager; `Ok` when it already
+/// exists.
+pub async fn create_object<K>(ctx: &Context, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + Serialize + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match api.create(&params, obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Like [`apply_status`], but only if `obj` is still at its `resourceVersion` (409 otherwise).

@@ -238,14 +238,28 @@ impl Context {
     }
 }
 
-/// A watch feeding `store` (managedFields dropped: never read, they would double the cache)
-/// that sends `true` on `synced` once its initial list is complete — for `/readyz` and for
-/// [`crate::shutdown::drive`], which must not rely on `Store::wait_until_ready`: its single
+/// `kubectl apply`'s copy of the whole object, in an annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What every cache drops: managedFields and `kubectl apply`'s last-applied annotation are never
+/// read and would double the cached size of each object.
+pub fn trim_meta<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch feeding `store`, each object cut down by `trim` (after [`trim_meta`]) before it is
+/// stored, that sends `true` on `synced` once its initial list is complete — for `/readyz` and
+/// for [`crate::shutdown::drive`], which must not rely on `Store::wait_until_ready`: its single
 /// wake-up belongs to kube's applier.
 pub fn synced_reflector<K>(
     api: kube::Api<K>,
     config: kube::runtime::watcher::Config,
     synced: watch::Sender<bool>,
+    trim: fn(&mut K),
 ) -> (
     Store<K>,
     impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>>
@@ -266,7 +280,10 @@ where
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .modify(move |obj: &mut K| {
+            trim_meta(obj);
+            trim(obj);
+        })
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
                 synced.send_replace(true);
@@ -295,7 +312,12 @@ where
 {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
-    let (store, events) = synced_reflector(api, watcher::Config::default().any_semantic(), synced);
+    let (store, events) = synced_reflector(
+        api,
+        watcher::Config::default().any_semantic(),
+        synced,
+        |_| {},
+    );
     (store, events.applied_objects().boxed())
 }
 

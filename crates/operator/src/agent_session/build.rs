@@ -739,8 +739,13 @@ fn agent_env(
     Ok(merged)
 }
 
-/// The ClusterIP Service in front of the agent API (port `agent`) and the editor (port
-/// `editor`, when enabled).
+/// `spec.clusterIP` of a headless Service.
+pub const HEADLESS: &str = "None";
+
+/// The headless Service in front of the agent API (port `agent`) and the editor (port `editor`,
+/// when enabled): its DNS name resolves to the pod's IP, and the ports are the container ports,
+/// so nothing is lost against a ClusterIP Service, while no virtual IP is allocated and no
+/// kube-proxy rule is programmed per session (thousands of sessions are thousands of Services).
 pub fn desired_service(session: &AgentSession) -> Result<Service, BuildError> {
     let name = session_name(session)?;
     let names = SessionNames::new(name);
@@ -759,6 +764,7 @@ pub fn desired_service(session: &AgentSession) -> Result<Service, BuildError> {
         metadata: child_meta(session, &names.service)?,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
+            cluster_ip: Some(HEADLESS.to_owned()),
             selector: Some(selector_labels(name)),
             ports: Some(ports),
             ..Default::default()
@@ -1752,6 +1758,7 @@ mod tests {
         let service = desired_service(&bare)?;
         let spec = service.spec.ok_or("service spec")?;
         assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(
             spec.selector,
             Some(BTreeMap::from([(

@@ -11,6 +11,7 @@ use super::build::{self, BuildConfig};
 use super::credentials::{self, Ensured, SessionCredentialsError, until};
 use super::names::SessionNames;
 use super::observe::{PodState, observe_pod};
+use super::trim;
 use crate::context::{Context, primary_watch, synced_reflector};
 use crate::credentials::CredentialsError;
 use crate::time::{from_k8s, to_k8s};
@@ -127,21 +128,25 @@ pub async fn run(
         scoped::<Pod>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
+        trim::pod,
     );
     let (services, svc_stream) = owned_reflector(
         scoped::<Service>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
+        trim::service,
     );
     let (pvcs, pvc_stream) = owned_reflector(
         scoped::<PersistentVolumeClaim>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
+        trim::pvc,
     );
     let (network_policies, np_stream) = owned_reflector(
         scoped::<NetworkPolicy>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
+        trim::network_policy,
     );
     let children = ChildStores {
         pods,
@@ -188,13 +193,14 @@ fn owned_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
     synced: &mut Vec<tokio::sync::watch::Receiver<bool>>,
+    trim: fn(&mut K),
 ) -> (Store<K>, OwnedStream<K>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (tx, rx) = tokio::sync::watch::channel(false);
     synced.push(rx);
-    let (store, events) = synced_reflector(api, config, tx);
+    let (store, events) = synced_reflector(api, config, tx, trim);
     (store, events.touched_objects().boxed())
 }
 
@@ -495,7 +501,10 @@ async fn reconcile_inner(
         Err(e) => return Err(Error::Credentials(e)),
     }
 
-    if let Err(e) = apply_infrastructure(&sctx, &session).await {
+    // The workspace claim first (the pod mounts it); then the pod, the Service and the
+    // NetworkPolicy at once: the pod is what the user waits for, none depends on another, and
+    // the NetworkPolicy is in force long before the agent listens (after the clone).
+    if let Err(e) = apply_workspace(&sctx, &session).await {
         return rejected(ctx, &session, &stored, next, e).await;
     }
     let pod_ref = ObjectRef::<Pod>::new(&names.pod).within(&ns);
@@ -506,12 +515,17 @@ async fn reconcile_inner(
     let live = cached_pod
         .as_deref()
         .filter(|p| p.metadata.deletion_timestamp.is_none());
-    if cached_pod.is_none() {
-        // Missing (first start, resume, or deleted behind our back): (re)create it. A pod still
-        // terminating is left alone; its deletion event (or the short requeue) re-creates it.
-        if let Err(e) = apply(ctx, &desired_pod, &format!("Pod {ns}/{}", names.pod)).await {
-            return rejected(ctx, &session, &stored, next, e).await;
+    // Missing (first start, resume, or deleted behind our back): (re)create it. A pod still
+    // terminating is left alone; its deletion event (or the short requeue) re-creates it.
+    let create_pod = async {
+        match cached_pod {
+            None => create(ctx, &desired_pod, &format!("Pod {ns}/{}", names.pod)).await,
+            Some(_) => Ok(()),
         }
+    };
+    let (network, pod) = futures::join!(apply_network(&sctx, &session), create_pod);
+    if let Err(e) = network.and(pod) {
+        return rejected(ctx, &session, &stored, next, e).await;
     }
     if terminating {
         requeue = requeue.min(Duration::from_secs(2));
@@ -608,16 +622,24 @@ async fn reconcile_inner(
     Ok(Action::requeue(requeue))
 }
 
-/// PVC, Service and NetworkPolicy: applied when missing from the cache or when the session's
-/// spec changed since the status was last written.
+/// PVC, Service and NetworkPolicy (what a suspended session keeps).
 async fn apply_infrastructure(sctx: &SessionContext, session: &AgentSession) -> Result<(), Error> {
-    let ctx = &sctx.ctx;
+    apply_workspace(sctx, session).await?;
+    apply_network(sctx, session).await
+}
+
+/// Whether the session's spec changed since the status was last written: children are applied
+/// when missing from the caches or then.
+fn spec_changed(session: &AgentSession) -> bool {
+    session.status.as_ref().and_then(|s| s.observed_generation) != session.metadata.generation
+}
+
+/// The workspace PVC, when `spec.workspace.size` is set.
+async fn apply_workspace(sctx: &SessionContext, session: &AgentSession) -> Result<(), Error> {
     let ns = session.namespace().unwrap_or_default();
     let names = SessionNames::for_session(session);
-    let changed =
-        session.status.as_ref().and_then(|s| s.observed_generation) != session.metadata.generation;
     if let Some(pvc) = build::desired_pvc(session)?
-        && (changed
+        && (spec_changed(session)
             || sctx
                 .children
                 .pvcs
@@ -625,25 +647,38 @@ async fn apply_infrastructure(sctx: &SessionContext, session: &AgentSession) -> 
                 .is_none())
     {
         apply(
-            ctx,
+            &sctx.ctx,
             &pvc,
             &format!("PersistentVolumeClaim {ns}/{}", names.workspace_pvc),
         )
         .await?;
     }
-    if changed
-        || sctx
-            .children
-            .services
-            .get(&ObjectRef::new(&names.service).within(&ns))
-            .is_none()
-    {
-        apply(
-            ctx,
-            &build::desired_service(session)?,
-            &format!("Service {ns}/{}", names.service),
-        )
-        .await?;
+    Ok(())
+}
+
+/// The Service, and the NetworkPolicy (or its removal when isolation was turned off).
+async fn apply_network(sctx: &SessionContext, session: &AgentSession) -> Result<(), Error> {
+    let ctx = &sctx.ctx;
+    let ns = session.namespace().unwrap_or_default();
+    let names = SessionNames::for_session(session);
+    let changed = spec_changed(session);
+    let cached_service = sctx
+        .children
+        .services
+        .get(&ObjectRef::new(&names.service).within(&ns));
+    if changed || cached_service.is_none() {
+        let mut service = build::desired_service(session)?;
+        // A Service made by an earlier version has a virtual IP, which cannot be taken back:
+        // leave spec.clusterIP out of the apply and it stays as it is.
+        let allocated = cached_service
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.cluster_ip.as_deref())
+            .is_some_and(|ip| ip != build::HEADLESS);
+        if allocated && let Some(spec) = service.spec.as_mut() {
+            spec.cluster_ip = None;
+        }
+        apply(ctx, &service, &format!("Service {ns}/{}", names.service)).await?;
     }
     let cached_policy = sctx
         .children
@@ -814,6 +849,22 @@ where
     crate::apply::apply_object(ctx, obj)
         .await
         .map(|_| ())
+        .map_err(|source| Error::Apply {
+            what: what.to_string(),
+            source,
+        })
+}
+
+/// Creates `obj` (a child that is never updated in place, like the Pod): a plain create costs
+/// the apiserver less than an apply, and AlreadyExists means it was created earlier (the cache
+/// had not seen it yet), never a second copy: the name is deterministic.
+async fn create<K>(ctx: &Context, obj: &K, what: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + Serialize + DeserializeOwned,
+{
+    crate::apply::create_object(ctx, obj)
+        .await
         .map_err(|source| Error::Apply {
             what: what.to_string(),
             source,
