@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod crdgen;
 pub mod credentials;
+pub mod events;
 pub mod github_task;
 pub mod http;
 pub mod leader;

@@ -3,12 +3,12 @@
 use crate::config::RunArgs;
 use crate::context::Context;
 use crate::credentials::GitHubClients;
+use crate::events::Recorder;
 use crate::leader::{Elector, Leadership, LeaseConfig, default_identity};
 use crate::metrics::Metrics;
 use anyhow::{Context as _, Result, bail};
 use ccplant_api::{AgentSession, GitHubTask};
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
 use tracing::{error, info};
 
@@ -62,13 +62,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Leadership::always()
     };
     metrics.set_leader(leadership.is_leader());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "ccplant-operator".into(),
-            instance: Some(identity.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), "ccplant-operator", &identity);
     let github = GitHubClients::new(
         &args.github_api_url,
         args.github_timeout,

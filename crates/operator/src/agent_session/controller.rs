@@ -8,22 +8,22 @@
 //! - No finalizer: owner references let the garbage collector remove the children.
 
 use super::build::{self, BuildConfig};
+use super::cached::{self, CachedClaim, CachedPod, CachedPolicy, CachedService};
 use super::credentials::{self, Ensured, SessionCredentialsError, until};
 use super::names::SessionNames;
 use super::observe::{PodState, observe_pod};
-use super::trim;
 use crate::context::{Context, primary_watch, synced_reflector};
 use crate::credentials::CredentialsError;
+use crate::events::{Event, EventType};
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
 use ccplant_api::{AgentSession, AgentSessionPhase, AgentSessionStatus};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -72,10 +72,10 @@ impl Error {
 /// Caches of the children, filled by the controller's owned watches.
 #[derive(Clone, Debug)]
 pub struct ChildStores {
-    pub pods: Store<Pod>,
-    pub services: Store<Service>,
-    pub pvcs: Store<PersistentVolumeClaim>,
-    pub network_policies: Store<NetworkPolicy>,
+    pub pods: Store<CachedPod>,
+    pub services: Store<CachedService>,
+    pub pvcs: Store<CachedClaim>,
+    pub network_policies: Store<CachedPolicy>,
 }
 
 pub struct SessionContext {
@@ -120,33 +120,27 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let owned = watcher::Config::default()
-        .labels(&managed_selector())
-        .any_semantic();
+    let owned = crate::context::watch_config().labels(&managed_selector());
     let mut children_synced = Vec::new();
     let (pods, pod_stream) = owned_reflector(
-        scoped::<Pod>(&client, &namespace),
+        scoped::<CachedPod>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
-        trim::pod,
     );
     let (services, svc_stream) = owned_reflector(
-        scoped::<Service>(&client, &namespace),
+        scoped::<CachedService>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
-        trim::service,
     );
     let (pvcs, pvc_stream) = owned_reflector(
-        scoped::<PersistentVolumeClaim>(&client, &namespace),
+        scoped::<CachedClaim>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
-        trim::pvc,
     );
     let (network_policies, np_stream) = owned_reflector(
-        scoped::<NetworkPolicy>(&client, &namespace),
+        scoped::<CachedPolicy>(&client, &namespace),
         owned.clone(),
         &mut children_synced,
-        trim::network_policy,
     );
     let children = ChildStores {
         pods,
@@ -193,14 +187,13 @@ fn owned_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
     synced: &mut Vec<tokio::sync::watch::Receiver<bool>>,
-    trim: fn(&mut K),
 ) -> (Store<K>, OwnedStream<K>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (tx, rx) = tokio::sync::watch::channel(false);
     synced.push(rx);
-    let (store, events) = synced_reflector(api, config, tx, trim);
+    let (store, events) = synced_reflector(api, config, tx, cached::trim);
     (store, events.touched_objects().boxed())
 }
 
@@ -507,7 +500,7 @@ async fn reconcile_inner(
     if let Err(e) = apply_workspace(&sctx, &session).await {
         return rejected(ctx, &session, &stored, next, e).await;
     }
-    let pod_ref = ObjectRef::<Pod>::new(&names.pod).within(&ns);
+    let pod_ref = ObjectRef::<CachedPod>::new(&names.pod).within(&ns);
     let cached_pod = sctx.children.pods.get(&pod_ref);
     let terminating = cached_pod
         .as_ref()
@@ -916,7 +909,6 @@ async fn announce(
         },
         note: after.message.clone(),
         action: phase.as_str().to_string(),
-        secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
         warn!(error = %e, "publishing event failed");

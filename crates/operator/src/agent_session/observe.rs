@@ -1,5 +1,5 @@
 //! What the session's pod says about the session (DESIGN §3.1 step 4), as a pure function of
-//! the Pod.
+//! the cached Pod.
 //!
 //! Precedence, first match wins:
 //! 1. no pod → [`PodState::Missing`];
@@ -18,9 +18,10 @@
 //!    sidecar (the editor) that terminated while the agent runs → `Pending` with a message;
 //! 9. otherwise → `Starting`.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
-
 use super::build::{AGENT_CONTAINER, CLONE_CONTAINER};
+use super::cached::{
+    CachedContainer as ContainerStatus, CachedPod as Pod, CachedPodStatus as PodStatus,
+};
 
 /// Waiting reasons that mean the pod will not start without a change (an image, a Secret, a
 /// ConfigMap, the command); the kubelet keeps retrying, so the pod itself never fails.

@@ -12,6 +12,7 @@ pub mod status;
 
 use crate::context::Context;
 use crate::credentials::{CredentialsError, secret_location};
+use crate::events::{Event, EventType};
 use action::{StepError, run_action};
 use ccplant_api::conditions::reasons;
 use ccplant_api::{AgentSession, GitHubTask, GitHubTaskPhase, GitHubTaskStatus};
@@ -19,9 +20,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use status::{Outcome, StatusBuilder};
 use std::sync::Arc;
@@ -65,7 +64,7 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
     let run = controller
         .watches(
             sessions,
-            watcher::Config::default().any_semantic(),
+            crate::context::watch_config(),
             move |session: AgentSession| {
                 // Tasks waiting for this session (createPullRequest.fromSession).
                 let ns = session.namespace();
@@ -386,7 +385,6 @@ async fn publish(
         reason: reason.to_string(),
         note: Some(note),
         action: action.to_string(),
-        secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &task.object_ref(&())).await {
         warn!(error = %e, "publishing event failed");

@@ -564,13 +564,8 @@ async fn a_stale_attempt_record_is_refused_with_a_conflict() {
             .unwrap();
 
             let run = Args::parse_from(["test"]).run;
-            let recorder = kube::runtime::events::Recorder::new(
-                ns.client.clone(),
-                kube::runtime::events::Reporter {
-                    controller: "test".into(),
-                    instance: None,
-                },
-            );
+            let recorder =
+                ccplant_operator::events::Recorder::new(ns.client.clone(), "test", "test");
             let github = ccplant_operator::credentials::GitHubClients::new(
                 "http://127.0.0.1:1",
                 Duration::from_secs(1),
