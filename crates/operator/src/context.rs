@@ -262,15 +262,14 @@ pub fn trim_meta<K: kube::Resource>(obj: &mut K) {
     }
 }
 
-/// A watch feeding `store`, each object cut down by `trim` (after [`trim_meta`]) before it is
-/// stored, that sends `true` on `synced` once its initial list is complete — for `/readyz` and
+/// A watch feeding `store`, each object cut down by [`trim_meta`] before it is stored, that
+/// sends `true` on `synced` once its initial list is complete — for `/readyz` and
 /// for [`crate::shutdown::drive`], which must not rely on `Store::wait_until_ready`: its single
 /// wake-up belongs to kube's applier.
 pub fn synced_reflector<K>(
     api: kube::Api<K>,
     config: kube::runtime::watcher::Config,
     synced: watch::Sender<bool>,
-    trim: fn(&mut K),
 ) -> (
     Store<K>,
     impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>>
@@ -291,10 +290,7 @@ where
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(move |obj: &mut K| {
-            trim_meta(obj);
-            trim(obj);
-        })
+        .modify(trim_meta)
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
                 synced.send_replace(true);
@@ -323,7 +319,7 @@ where
 {
     use futures::StreamExt;
     use kube::runtime::WatchStreamExt;
-    let (store, events) = synced_reflector(api, watch_config(), synced, |_| {});
+    let (store, events) = synced_reflector(api, watch_config(), synced);
     (store, events.applied_objects().boxed())
 }
 

@@ -1,8 +1,8 @@
-//! What the caches hold of each child: only the fields the reconciler reads.
+//! What the children's watches read of each object: only the fields the reconciler uses.
 //!
-//! Every session's children stay in memory for the operator's lifetime, and the k8s-openapi
-//! types are large even when mostly empty (a `Pod` is 2.4 KB before any string, its optional
-//! spec included). The children's watches therefore deserialize straight into these types:
+//! The k8s-openapi types are large even when mostly empty (a `Pod` is 2.4 KB before any string,
+//! its optional spec included; a real session pod 39 KB in memory). The children's watches
+//! deserialize straight into these types, then keep a summary ([`super::children`]):
 //! serde skips every other field as it reads, so a pod's spec, its annotations (which carry the
 //! prompt, up to 256 KiB) and image details are never allocated. Each type has the JSON shape of
 //! the object it stands for, so it is read from the same API paths.
@@ -144,16 +144,6 @@ pub struct ClaimPhase {
     pub phase: Option<String>,
 }
 
-/// What the cache keeps of a child's metadata: identity, owner references (the controller maps
-/// events to sessions with them) and the deletion mark; labels and annotations go.
-pub fn trim<K: kube::Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.annotations = None;
-    meta.labels = None;
-    meta.managed_fields = None;
-    meta.finalizers = None;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +152,7 @@ mod tests {
 
     #[test]
     fn cached_children_read_the_api_objects_and_stand_for_their_kinds() {
-        let mut pod: CachedPod = serde_json::from_value(json!({
+        let pod: CachedPod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": "s", "namespace": "team", "uid": "u1", "resourceVersion": "7",
@@ -181,8 +171,6 @@ mod tests {
                         "reason": "OOMKilled", "containerID": "containerd://abc"}}}]},
         }))
         .unwrap();
-        trim(&mut pod);
-        assert!(pod.metadata.annotations.is_none() && pod.metadata.labels.is_none());
         assert_eq!(
             pod.metadata.owner_references.as_ref().map(Vec::len),
             Some(1)

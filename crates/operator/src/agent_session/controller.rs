@@ -8,11 +8,12 @@
 //! - No finalizer: owner references let the garbage collector remove the children.
 
 use super::build::{self, BuildConfig};
-use super::cached::{self, CachedClaim, CachedPod, CachedPolicy, CachedService};
+use super::cached::{CachedClaim, CachedPod, CachedPolicy, CachedService};
+use super::children::{self, Index, PodSummary, Presence, ServiceSummary, watch_children};
 use super::credentials::{self, Ensured, SessionCredentialsError, until};
 use super::names::SessionNames;
-use super::observe::{PodState, observe_pod};
-use crate::context::{Context, primary_watch, synced_reflector};
+use super::observe::PodState;
+use crate::context::{Context, primary_watch};
 use crate::credentials::CredentialsError;
 use crate::events::{Event, EventType};
 use crate::time::{from_k8s, to_k8s};
@@ -24,8 +25,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,13 +68,24 @@ impl Error {
     }
 }
 
-/// Caches of the children, filled by the controller's owned watches.
+/// What the controller knows of the children, kept by their watches.
 #[derive(Clone, Debug)]
 pub struct ChildStores {
-    pub pods: Store<CachedPod>,
-    pub services: Store<CachedService>,
-    pub pvcs: Store<CachedClaim>,
-    pub network_policies: Store<CachedPolicy>,
+    pub pods: Index<PodSummary>,
+    pub services: Index<ServiceSummary>,
+    pub pvcs: Index<Presence>,
+    pub network_policies: Index<Presence>,
+}
+
+impl ChildStores {
+    fn synced(&self) -> Vec<tokio::sync::watch::Receiver<bool>> {
+        vec![
+            self.pods.synced(),
+            self.services.synced(),
+            self.pvcs.synced(),
+            self.network_policies.synced(),
+        ]
+    }
 }
 
 pub struct SessionContext {
@@ -121,26 +131,25 @@ pub async fn run(
         }
     }
     let owned = crate::context::watch_config().labels(&managed_selector());
-    let mut children_synced = Vec::new();
-    let (pods, pod_stream) = owned_reflector(
+    let (pods, pod_triggers) = watch_children(
         scoped::<CachedPod>(&client, &namespace),
         owned.clone(),
-        &mut children_synced,
+        children::summarize_pod,
     );
-    let (services, svc_stream) = owned_reflector(
+    let (services, svc_triggers) = watch_children(
         scoped::<CachedService>(&client, &namespace),
         owned.clone(),
-        &mut children_synced,
+        children::summarize_service,
     );
-    let (pvcs, pvc_stream) = owned_reflector(
+    let (pvcs, pvc_triggers) = watch_children(
         scoped::<CachedClaim>(&client, &namespace),
         owned.clone(),
-        &mut children_synced,
+        children::summarize_claim,
     );
-    let (network_policies, np_stream) = owned_reflector(
+    let (network_policies, np_triggers) = watch_children(
         scoped::<CachedPolicy>(&client, &namespace),
         owned.clone(),
-        &mut children_synced,
+        children::summarize_policy,
     );
     let children = ChildStores {
         pods,
@@ -148,6 +157,13 @@ pub async fn run(
         pvcs,
         network_policies,
     };
+    let children_synced = children.synced();
+    let child_triggers = futures::stream::select_all([
+        pod_triggers.boxed(),
+        svc_triggers.boxed(),
+        pvc_triggers.boxed(),
+        np_triggers.boxed(),
+    ]);
     let sctx = Arc::new(SessionContext {
         ctx,
         build,
@@ -162,10 +178,7 @@ pub async fn run(
         primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
     sctx.ctx.set_session_store(sessions.clone());
     let controller = Controller::for_stream(session_stream, sessions)
-        .owns_stream(pod_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(pvc_stream)
-        .owns_stream(np_stream)
+        .reconcile_on(child_triggers)
         .reconcile_all_on(leadership.acquisitions())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -178,23 +191,6 @@ pub async fn run(
     let mut all_synced = vec![primary_synced];
     all_synced.extend(children_synced);
     crate::shutdown::drive("agentsession", run, stop, all_synced).await;
-}
-
-type OwnedStream<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
-
-/// A child watch feeding `store`; its sync state is pushed onto `synced`.
-fn owned_reflector<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    synced: &mut Vec<tokio::sync::watch::Receiver<bool>>,
-) -> (Store<K>, OwnedStream<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    synced.push(rx);
-    let (store, events) = synced_reflector(api, config, tx, cached::trim);
-    (store, events.touched_objects().boxed())
 }
 
 fn error_policy(session: Arc<AgentSession>, err: &Error, _ctx: Arc<SessionContext>) -> Action {
@@ -285,15 +281,13 @@ async fn reconcile_inner(
     sctx: Arc<SessionContext>,
 ) -> Result<Action, Error> {
     let ctx = &sctx.ctx;
-    // Children caches must be complete, or existing children would look missing and be
-    // applied again. One task waits (the controller drives the watches): kube's
-    // `Store::wait_until_ready` wakes only the last of several concurrent waiters.
+    // The children's indexes must be complete, or existing children would look missing and be
+    // applied again.
     sctx.children_ready
         .get_or_init(|| async {
-            let _ = sctx.children.pods.wait_until_ready().await;
-            let _ = sctx.children.services.wait_until_ready().await;
-            let _ = sctx.children.pvcs.wait_until_ready().await;
-            let _ = sctx.children.network_policies.wait_until_ready().await;
+            for mut synced in sctx.children.synced() {
+                let _ = synced.wait_for(|done| *done).await;
+            }
         })
         .await;
     if ctx.is_stale(&*session) {
@@ -500,14 +494,8 @@ async fn reconcile_inner(
     if let Err(e) = apply_workspace(&sctx, &session).await {
         return rejected(ctx, &session, &stored, next, e).await;
     }
-    let pod_ref = ObjectRef::<CachedPod>::new(&names.pod).within(&ns);
-    let cached_pod = sctx.children.pods.get(&pod_ref);
-    let terminating = cached_pod
-        .as_ref()
-        .is_some_and(|p| p.metadata.deletion_timestamp.is_some());
-    let live = cached_pod
-        .as_deref()
-        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    let cached_pod = sctx.children.pods.get(&ns, &names.pod);
+    let terminating = cached_pod.as_ref().is_some_and(PodSummary::terminating);
     // Missing (first start, resume, or deleted behind our back): (re)create it. A pod still
     // terminating is left alone; its deletion event (or the short requeue) re-creates it.
     let create_pod = async {
@@ -531,15 +519,11 @@ async fn reconcile_inner(
         .as_ref()
         .and_then(|w| w.size.as_ref())
     {
-        let pvc = sctx
+        let bound = sctx
             .children
             .pvcs
-            .get(&ObjectRef::new(&names.workspace_pvc).within(&ns));
-        let bound = pvc
-            .as_ref()
-            .and_then(|p| p.status.as_ref())
-            .and_then(|s| s.phase.as_deref())
-            == Some("Bound");
+            .get(&ns, &names.workspace_pvc)
+            .is_some_and(|p| p.bound && !p.deleting);
         if bound {
             next.condition(
                 types::WORKSPACE_READY,
@@ -557,7 +541,11 @@ async fn reconcile_inner(
         }
     }
 
-    match observe_pod(live) {
+    let observed = match cached_pod {
+        None => PodState::Missing,
+        Some(pod) => pod.state,
+    };
+    match observed {
         PodState::Missing | PodState::Starting | PodState::Terminating => {
             next.phase(
                 AgentSessionPhase::Starting,
@@ -632,12 +620,7 @@ async fn apply_workspace(sctx: &SessionContext, session: &AgentSession) -> Resul
     let ns = session.namespace().unwrap_or_default();
     let names = SessionNames::for_session(session);
     if let Some(pvc) = build::desired_pvc(session)?
-        && (spec_changed(session)
-            || sctx
-                .children
-                .pvcs
-                .get(&ObjectRef::new(&names.workspace_pvc).within(&ns))
-                .is_none())
+        && (spec_changed(session) || sctx.children.pvcs.get(&ns, &names.workspace_pvc).is_none())
     {
         apply(
             &sctx.ctx,
@@ -655,19 +638,12 @@ async fn apply_network(sctx: &SessionContext, session: &AgentSession) -> Result<
     let ns = session.namespace().unwrap_or_default();
     let names = SessionNames::for_session(session);
     let changed = spec_changed(session);
-    let cached_service = sctx
-        .children
-        .services
-        .get(&ObjectRef::new(&names.service).within(&ns));
+    let cached_service = sctx.children.services.get(&ns, &names.service);
     if changed || cached_service.is_none() {
         let mut service = build::desired_service(session)?;
         // A Service made by an earlier version has a virtual IP, which cannot be taken back:
         // leave spec.clusterIP out of the apply and it stays as it is.
-        let allocated = cached_service
-            .as_ref()
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.cluster_ip.as_deref())
-            .is_some_and(|ip| ip != build::HEADLESS);
+        let allocated = cached_service.is_some_and(|s| !s.headless);
         if allocated && let Some(spec) = service.spec.as_mut() {
             spec.cluster_ip = None;
         }
@@ -676,7 +652,7 @@ async fn apply_network(sctx: &SessionContext, session: &AgentSession) -> Result<
     let cached_policy = sctx
         .children
         .network_policies
-        .get(&ObjectRef::new(&names.network_policy).within(&ns));
+        .get(&ns, &names.network_policy);
     match build::desired_network_policy(session, &sctx.build)? {
         Some(np) if changed || cached_policy.is_none() => {
             apply(
@@ -687,7 +663,7 @@ async fn apply_network(sctx: &SessionContext, session: &AgentSession) -> Result<
             .await?;
         }
         // Isolation turned off: the policy goes.
-        None if cached_policy.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) => {
+        None if cached_policy.is_some_and(|p| !p.deleting) => {
             delete::<NetworkPolicy>(ctx, &ns, &names.network_policy, "NetworkPolicy").await?;
         }
         _ => {}
@@ -707,14 +683,8 @@ async fn cleanup(
     let ctx = &sctx.ctx;
     let ns = session.namespace().unwrap_or_default();
     if delete_pod {
-        let cached = sctx
-            .children
-            .pods
-            .get(&ObjectRef::new(&names.pod).within(&ns));
-        if cached
-            .as_ref()
-            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
-        {
+        let cached = sctx.children.pods.get(&ns, &names.pod);
+        if cached.is_some_and(|p| !p.terminating()) {
             delete::<Pod>(ctx, &ns, &names.pod, "Pod").await?;
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod cached;
+pub mod children;
 pub mod controller;
 pub mod credentials;
 pub mod names;

@@ -1,0 +1,278 @@
+//! What the controller remembers of the sessions' children: one small summary per child.
+//!
+//! The reconciler asks four questions of a child: does it exist, is it being deleted, is the
+//! Service headless, is the PVC bound, and what does the pod say ([`PodState`] and its IP). A
+//! cache of whole objects answers them at about 1.1 KB per Service or NetworkPolicy and 2.4 KB
+//! per (already cut-down) Pod, most of it metadata and cache keys; 10 000 sessions made that
+//! 47 MB. Each child watch here keeps only its answers, keyed by `namespace/name`, and turns
+//! every event into a reconcile request for the owning session.
+//!
+//! A relist (the watch fell too far behind) builds a fresh index next to the current one and
+//! swaps it in once complete, as kube's reflector does, so a reconcile never sees a child
+//! missing that exists. Each index reports its first complete list on a watch channel; the
+//! controller reconciles nothing before all four completed (else existing children would look
+//! missing and be created again).
+
+use super::cached::{CachedClaim, CachedPod, CachedPolicy, CachedService};
+use super::observe::{PodState, observe_pod};
+use ccplant_api::AgentSession;
+use futures::{Stream, StreamExt};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use tracing::warn;
+
+/// One kind of child: summaries by `namespace/name`.
+#[derive(Debug)]
+pub struct Index<S> {
+    entries: Arc<RwLock<HashMap<String, S>>>,
+    synced: watch::Receiver<bool>,
+}
+
+impl<S> Clone for Index<S> {
+    fn clone(&self) -> Self {
+        Index {
+            entries: self.entries.clone(),
+            synced: self.synced.clone(),
+        }
+    }
+}
+
+impl<S: Clone> Index<S> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<S> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.get(&key(namespace, name)).cloned()
+    }
+
+    /// `true` once the first list completed (for the controller's start and shutdown).
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        self.synced.clone()
+    }
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// What the session's pod says, and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSummary {
+    /// [`PodState::Terminating`] while it is being deleted.
+    pub state: PodState,
+    pub ip: Option<String>,
+}
+
+impl PodSummary {
+    pub fn terminating(&self) -> bool {
+        self.state == PodState::Terminating
+    }
+}
+
+pub fn summarize_pod(pod: &CachedPod) -> PodSummary {
+    PodSummary {
+        state: observe_pod(Some(pod)),
+        ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+    }
+}
+
+/// A Service: whether it is headless (a clusterIP, once allocated, cannot be taken back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub headless: bool,
+}
+
+pub fn summarize_service(service: &CachedService) -> ServiceSummary {
+    let ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+    ServiceSummary {
+        headless: ip.is_none_or(|ip| ip == super::build::HEADLESS),
+    }
+}
+
+/// A NetworkPolicy or PVC: whether it is being deleted, and (PVC) whether it is bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub deleting: bool,
+    pub bound: bool,
+}
+
+pub fn summarize_policy(policy: &CachedPolicy) -> Presence {
+    Presence {
+        deleting: policy.metadata.deletion_timestamp.is_some(),
+        bound: false,
+    }
+}
+
+pub fn summarize_claim(claim: &CachedClaim) -> Presence {
+    Presence {
+        deleting: claim.metadata.deletion_timestamp.is_some(),
+        bound: claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+    }
+}
+
+/// The sessions owning `obj` (by owner reference).
+fn owners<K: Resource>(obj: &K) -> Vec<ObjectRef<AgentSession>> {
+    let namespace = obj.namespace();
+    let api_version = AgentSession::api_version(&());
+    let kind = AgentSession::kind(&());
+    obj.owner_references()
+        .iter()
+        .filter(|o| o.kind == kind && o.api_version == api_version)
+        .map(|o| {
+            let r = ObjectRef::new(&o.name);
+            match &namespace {
+                Some(ns) => r.within(ns),
+                None => r,
+            }
+        })
+        .collect()
+}
+
+/// A watch of one kind of child keeping `index` current; yields the owning session of every
+/// changed child (the controller's trigger).
+pub fn watch_children<K, S>(
+    api: Api<K>,
+    config: watcher::Config,
+    summarize: fn(&K) -> S,
+) -> (
+    Index<S>,
+    impl Stream<Item = ObjectRef<AgentSession>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    let (synced_tx, synced) = watch::channel(false);
+    let index = Index {
+        entries: Arc::new(RwLock::new(HashMap::new())),
+        synced,
+    };
+    let entries = index.entries.clone();
+    let mut relist: Option<HashMap<String, S>> = None;
+    let kind = K::kind(&()).into_owned();
+    let triggers = watcher(api, config)
+        .default_backoff()
+        .map(move |event| {
+            let write = || {
+                entries
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            };
+            let key_of = |obj: &K| key(&obj.namespace().unwrap_or_default(), &obj.name_any());
+            match event {
+                Ok(watcher::Event::Init) => {
+                    relist = Some(HashMap::new());
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(obj)) => {
+                    relist
+                        .get_or_insert_with(HashMap::new)
+                        .insert(key_of(&obj), summarize(&obj));
+                    owners(&obj)
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(fresh) = relist.take() {
+                        *write() = fresh;
+                    }
+                    synced_tx.send_replace(true);
+                    Vec::new()
+                }
+                Ok(watcher::Event::Apply(obj)) => {
+                    write().insert(key_of(&obj), summarize(&obj));
+                    owners(&obj)
+                }
+                Ok(watcher::Event::Delete(obj)) => {
+                    write().remove(&key_of(&obj));
+                    owners(&obj)
+                }
+                Err(e) => {
+                    // Retried with backoff by the watcher; the index keeps its last state.
+                    warn!(kind = %kind, error = %e, "watching children failed");
+                    Vec::new()
+                }
+            }
+        })
+        .flat_map(futures::stream::iter);
+    (index, triggers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn child(kind: &str, name: &str, owner: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut v = json!({
+            "metadata": {"name": name, "namespace": "team",
+                "ownerReferences": [
+                    {"apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+                        "name": owner, "uid": "u", "controller": true},
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "c"}]},
+        });
+        v["kind"] = json!(kind);
+        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            v.extend(extra.clone());
+        }
+        v
+    }
+
+    #[test]
+    fn summaries_answer_the_reconcilers_questions() {
+        let pod: CachedPod = serde_json::from_value(child(
+            "Pod",
+            "s",
+            "s",
+            json!({"status": {"phase": "Running", "podIP": "10.0.0.7",
+                "conditions": [{"type": "Ready", "status": "True"}]}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            summarize_pod(&pod),
+            PodSummary {
+                state: PodState::Running,
+                ip: Some("10.0.0.7".into())
+            }
+        );
+        assert_eq!(owners(&pod), vec![ObjectRef::new("s").within("team")]);
+
+        let service = |spec: serde_json::Value| -> CachedService {
+            serde_json::from_value(child("Service", "s", "s", json!({ "spec": spec }))).unwrap()
+        };
+        assert!(summarize_service(&service(json!({"clusterIP": "None"}))).headless);
+        assert!(!summarize_service(&service(json!({"clusterIP": "10.96.0.7"}))).headless);
+
+        let claim: CachedClaim = serde_json::from_value(child(
+            "PersistentVolumeClaim",
+            "s-workspace",
+            "s",
+            json!({"status": {"phase": "Bound"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            summarize_claim(&claim),
+            Presence {
+                deleting: false,
+                bound: true
+            }
+        );
+        let mut policy: CachedPolicy =
+            serde_json::from_value(child("NetworkPolicy", "s", "s", json!({}))).unwrap();
+        assert!(!summarize_policy(&policy).deleting);
+        policy.metadata.deletion_timestamp = Some(crate::time::to_k8s(chrono::Utc::now()));
+        assert!(summarize_policy(&policy).deleting);
+    }
+
+    #[test]
+    fn summaries_are_small() {
+        assert!(std::mem::size_of::<PodSummary>() <= 80);
+        assert!(std::mem::size_of::<Presence>() <= 2);
+    }
+}
