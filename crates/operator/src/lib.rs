@@ -10,6 +10,7 @@ pub mod events;
 pub mod github_task;
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod run;
 pub mod shutdown;

@@ -190,6 +190,15 @@ pub async fn run(
         .for_each(|_| futures::future::ready(()));
     let mut all_synced = vec![primary_synced];
     all_synced.extend(children_synced);
+    let first_sync = all_synced.clone();
+    tokio::spawn(async move {
+        for mut synced in first_sync {
+            if synced.wait_for(|done| *done).await.is_err() {
+                return;
+            }
+        }
+        crate::memory::release_free_memory();
+    });
     crate::shutdown::drive("agentsession", run, stop, all_synced).await;
 }
 
