@@ -161,7 +161,8 @@ impl ControlPlane {
                 format!("--audit-policy-file={}", p(&audit_policy)),
                 format!("--audit-log-path={}", p(&dir.join(AUDIT_LOG))),
                 "--audit-log-format=json".into(),
-                "--audit-log-maxsize=0".into(),
+                // Never rotated (0 would mean lumberjack's default, 100 MB): readers keep an offset.
+                "--audit-log-maxsize=1000000".into(),
                 "--allow-privileged=true".into(),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--endpoint-reconciler-type=none".into(),
