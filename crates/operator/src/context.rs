@@ -262,20 +262,48 @@ pub fn trim_meta<K: kube::Resource>(obj: &mut K) {
     }
 }
 
-/// A watch feeding `store`, each object cut down by [`trim_meta`] before it is stored, that
-/// sends `true` on `synced` once its initial list is complete — for `/readyz` and
-/// for [`crate::shutdown::drive`], which must not rely on `Store::wait_until_ready`: its single
-/// wake-up belongs to kube's applier.
-pub fn synced_reflector<K>(
-    api: kube::Api<K>,
-    config: kube::runtime::watcher::Config,
-    synced: watch::Sender<bool>,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>>
-    + Send
-    + 'static,
-)
+/// A controller's primary watch: the cache, the objects as `Controller::for_stream` takes them,
+/// and a signal after every complete (re)list.
+pub struct PrimaryWatch<K: kube::Resource<DynamicType = ()> + 'static> {
+    pub store: Store<K>,
+    pub objects: futures::stream::BoxStream<'static, Result<K, kube::runtime::watcher::Error>>,
+    /// Fires each time a (re)list completed; the controller re-queues every cached object on
+    /// it (`reconcile_all_on`). During a relist the cache keeps serving the old objects and
+    /// swaps in the new list only once it is complete, while kube's controller already pops the
+    /// listed objects' requests: one absent from the old cache (created while the watch was
+    /// down, e.g. across an apiserver restart) is looked up, not found, and its request
+    /// dropped for good. Re-queueing after the swap reconciles it; the others find nothing to do.
+    pub relisted: futures::channel::mpsc::UnboundedReceiver<()>,
+}
+
+impl<K: kube::Resource<DynamicType = ()> + 'static> std::fmt::Debug for PrimaryWatch<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimaryWatch").finish_non_exhaustive()
+    }
+}
+
+/// Logs what a controller's run reports besides reconciles (those are logged by the error
+/// policies): its primary watch failing (retried with backoff).
+pub fn log_watch_error<K, E>(
+    result: Result<
+        (ObjectRef<K>, kube::runtime::controller::Action),
+        kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+    >,
+) -> futures::future::Ready<()>
+where
+    K: kube::Resource,
+    E: std::error::Error + 'static,
+{
+    if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
+        tracing::warn!(error = %e, "watching failed; retrying");
+    }
+    futures::future::ready(())
+}
+
+/// The primary watch of a controller (objects cut down by [`trim_meta`]); `synced` turns `true`
+/// once its initial list is complete — for `/readyz` and for [`crate::shutdown::drive`], which
+/// must not rely on `Store::wait_until_ready`: its single wake-up belongs to kube's applier.
+pub fn primary_watch<K>(api: kube::Api<K>, synced: watch::Sender<bool>) -> PrimaryWatch<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -288,39 +316,25 @@ where
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (store, writer) = reflector::store();
-    let stream = watcher(api, config)
+    let (relist, relisted) = futures::channel::mpsc::unbounded();
+    let objects = watcher(api, watch_config())
         .default_backoff()
         .modify(trim_meta)
+        .reflect(writer)
+        // After `reflect`: the cache holds the whole list when these fire.
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
                 synced.send_replace(true);
+                let _ = relist.unbounded_send(());
             }
         })
-        .reflect(writer);
-    (store, stream)
-}
-
-/// A controller's primary watch, as `Controller::for_stream` takes it.
-pub fn primary_watch<K>(
-    api: kube::Api<K>,
-    synced: watch::Sender<bool>,
-) -> (
-    Store<K>,
-    futures::stream::BoxStream<'static, Result<K, kube::runtime::watcher::Error>>,
-)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    let (store, events) = synced_reflector(api, watch_config(), synced);
-    (store, events.applied_objects().boxed())
+        .applied_objects()
+        .boxed();
+    PrimaryWatch {
+        store,
+        objects,
+        relisted,
+    }
 }
 
 #[cfg(test)]

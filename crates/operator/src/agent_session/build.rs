@@ -1436,10 +1436,10 @@ mod tests {
         assert!(!env_names(agent).contains(&"AGENT_PROMPT"));
         assert_eq!(env_value(agent, "CCPLANT_PROMPT_FILE"), Some(PROMPT_FILE));
 
-        s.spec.pod = Some(ccplant_api::PodOverrides {
+        s.spec.pod = Some(Box::new(ccplant_api::PodOverrides {
             annotations: BTreeMap::from([("big".to_owned(), "x".repeat(200_000))]),
             ..Default::default()
-        });
+        }));
         let err = desired_pod(&s, &cfg(), false)
             .err()
             .ok_or("expected an error")?;

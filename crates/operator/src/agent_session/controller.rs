@@ -174,11 +174,11 @@ pub async fn run(
 
     let synced = sctx.ctx.register_cache("AgentSession");
     let primary_synced = synced.subscribe();
-    let (sessions, session_stream) =
-        primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
-    sctx.ctx.set_session_store(sessions.clone());
-    let controller = Controller::for_stream(session_stream, sessions)
+    let primary = primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
+    sctx.ctx.set_session_store(primary.store.clone());
+    let controller = Controller::for_stream(primary.objects, primary.store)
         .reconcile_on(child_triggers)
+        .reconcile_all_on(primary.relisted)
         .reconcile_all_on(leadership.acquisitions())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -187,7 +187,7 @@ pub async fn run(
             let _ = stopped.await;
         })
         .run(reconcile, error_policy, sctx)
-        .for_each(|_| futures::future::ready(()));
+        .for_each(crate::context::log_watch_error);
     let mut all_synced = vec![primary_synced];
     all_synced.extend(children_synced);
     let first_sync = all_synced.clone();
@@ -532,7 +532,7 @@ async fn reconcile_inner(
             .children
             .pvcs
             .get(&ns, &names.workspace_pvc)
-            .is_some_and(|p| p.bound && !p.deleting);
+            .is_some_and(|p| p.bound);
         if bound {
             next.condition(
                 types::WORKSPACE_READY,

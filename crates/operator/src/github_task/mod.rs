@@ -56,8 +56,9 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
         futures::channel::mpsc::unbounded::<ObjectRef<GitHubTask>>();
     let synced = ctx.register_cache("GitHubTask");
     let primary_synced = synced.subscribe();
-    let (store, tasks) = crate::context::primary_watch(api, synced);
-    let controller = Controller::for_stream(tasks, store.clone());
+    let primary = crate::context::primary_watch(api, synced);
+    let store = primary.store.clone();
+    let controller = Controller::for_stream(primary.objects, primary.store);
     ctx.set_task_store(store.clone(), dependents_tx);
     let session_store = store.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -85,13 +86,14 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitHubTask>, sessions: Api<AgentSes
             },
         )
         .reconcile_on(dependents_rx)
+        .reconcile_all_on(primary.relisted)
         .reconcile_all_on(ctx.leadership.acquisitions())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.task_concurrency))
         .graceful_shutdown_on(async move {
             let _ = stopped.await;
         })
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()));
+        .for_each(crate::context::log_watch_error);
     crate::shutdown::drive("githubtask", run, stop, vec![primary_synced]).await;
 }
 
