@@ -6,7 +6,7 @@ TESTENV_DIR ?= target/testenv
 DEMO_CHECK_DIR ?= target/demo-check
 TESTENV = $(CARGO) run --quiet --locked -p ccplant-testenv --
 
-.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-check demo-down bench prerequisites
+.PHONY: help test lint crds run testenv-bins testenv-up testenv-down demo demo-check demo-down bench drills prerequisites
 
 help:
 	@echo "make test          all tests (builds the local control plane on first use)"
@@ -19,6 +19,7 @@ help:
 	@echo "make demo-check    make demo, asserting every example's end phase, then stop it (part of make test)"
 	@echo "make demo-down     stop make demo"
 	@echo "make bench         benchmarks on a local control plane, JSON in target/bench/ (BENCH_SESSIONS=N)"
+	@echo "make drills        failure drills (hand-over, apiserver restart, crash injection), target/bench/drills.json"
 
 prerequisites:
 	@command -v go >/dev/null || { echo "Go >= 1.25 is required to build the control plane (https://go.dev/dl)"; exit 1; }
@@ -91,3 +92,10 @@ demo-down:
 bench: testenv-bins
 	$(CARGO) run --release --locked -p ccplant-bench -- sessions
 	$(CARGO) run --release --locked -p ccplant-bench -- github
+
+# Failure drills (release build, like make bench): leader hand-over (SIGTERM and SIGKILL, 10
+# trials each), a kube-apiserver restart in the middle of a burst, and 100 SIGKILLs of the
+# operator while it works on GitHubTasks and AgentSessions; fails on a duplicate GitHub effect
+# or pod, or anything that does not converge.
+drills: testenv-bins
+	$(CARGO) run --release --locked -p ccplant-bench -- drills

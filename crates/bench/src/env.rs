@@ -79,6 +79,39 @@ impl Cluster {
         }
     }
 
+    /// The pid of component `name` (e.g. `kube-apiserver`).
+    pub fn pid(&self, name: &str) -> Result<i32> {
+        Ok(self.component(name)?.pid)
+    }
+
+    /// Whether component `name` has exited.
+    pub fn has_exited(&self, name: &str) -> Result<bool> {
+        Ok(self.component(name)?.exited().is_some())
+    }
+
+    /// Starts component `name` again with the same command line (same port, etcd, certificates
+    /// and audit log). From the main thread, like [`Cluster::start`].
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let cp = self.cp.as_mut().context("the control plane is stopped")?;
+        cp.restart(name)?;
+        let pid = cp.process(name).map(|p| p.pid);
+        for (component, old) in &mut self.components {
+            if component == name
+                && let Some(pid) = pid
+            {
+                *old = pid;
+            }
+        }
+        Ok(())
+    }
+
+    fn component(&self, name: &str) -> Result<&ccplant_testenv::process::ManagedProcess> {
+        self.cp
+            .as_ref()
+            .and_then(|cp| cp.process(name))
+            .with_context(|| format!("no running control plane component {name}"))
+    }
+
     /// CPU seconds so far of every component.
     pub fn cpu(&self) -> BTreeMap<String, f64> {
         self.components
@@ -199,6 +232,22 @@ impl AuditReader {
         let (entries, used) = stats::parse_audit_chunk(&bytes);
         self.offset += used as u64;
         Ok(entries)
+    }
+
+    /// The lines appended since the last call, parsed by `parse` (lines it rejects are
+    /// skipped); a trailing partial line waits for the next call.
+    pub fn read_new_with<T>(&mut self, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
+        let mut file = std::fs::File::open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.offset += complete as u64;
+        Ok(String::from_utf8_lossy(&bytes[..complete])
+            .lines()
+            .filter_map(parse)
+            .collect())
     }
 }
 
@@ -332,20 +381,45 @@ impl Operator {
         github_api_url: &str,
         log: PathBuf,
     ) -> Result<Operator> {
+        let args = [
+            "--namespaces",
+            &namespaces.join(","),
+            "--leader-elect=false",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn",
+            "--identity",
+            "bench",
+            "--github-api-url",
+            github_api_url,
+        ];
+        Self::start_with(bin, kubeconfig, &args, log, false)
+    }
+
+    /// Starts `ccplant-operator run ARGS --metrics-addr 127.0.0.1:<free port>`, its output
+    /// written to `log` (appended to it with `append`). From the main thread, like
+    /// [`Operator::start`].
+    pub fn start_with(
+        bin: &Path,
+        kubeconfig: &Path,
+        args: &[&str],
+        log: PathBuf,
+        append: bool,
+    ) -> Result<Operator> {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.arg("run")
-            .arg("--namespaces")
-            .arg(namespaces.join(","))
-            .arg("--leader-elect=false")
+            .args(args)
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
-            .args(["--log-format", "json", "--log-level", "warn"])
-            .args(["--identity", "bench"])
-            .arg("--github-api-url")
-            .arg(github_api_url)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null())
@@ -366,6 +440,30 @@ impl Operator {
             log,
             metrics_addr,
         })
+    }
+
+    /// The exit status once the operator has exited.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) unless the operator has already exited.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        if self.exited()?.is_none() {
+            ccplant_testenv::process::send_signal(self.pid, signal);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the operator to exit; its exit status, `None` on timeout.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok(Some(status?)),
+            Err(_) => Ok(None),
+        }
     }
 
     fn check_alive(&mut self) -> Result<()> {

@@ -5,11 +5,13 @@
 //!
 //!   ccplant-bench sessions [--sessions N] [--idle-seconds S] [--rate R] [--out FILE]
 //!   ccplant-bench github [--tasks M] [--out FILE]
+//!   ccplant-bench drills [--handover-trials N] [--restart-sessions N] [--kills N] [--only …]
 //!
 //! Every child process dies with the bench: the control plane and the operator are spawned with
 //! PR_SET_PDEATHSIG from the main thread, and are stopped explicitly on success, error and
 //! Ctrl-C.
 
+mod drills;
 mod env;
 mod github;
 mod report;
@@ -39,6 +41,8 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// GitHubTask throughput, calls per task and pacing against the fake GitHub.
     Github(github::GithubArgs),
+    /// Failure drills: leader hand-over, apiserver restart mid-burst, crash injection.
+    Drills(drills::DrillsArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn run() -> Result<()> {
     let nodes = match &cli.command {
         Command::Sessions(a) => a.nodes(),
         Command::Github(_) => 1,
+        Command::Drills(a) => a.nodes(),
     };
     // Outside any runtime, on the main thread (the processes' parent-death signal is tied to it).
     let mut cluster = env::Cluster::start(nodes)?;
@@ -68,6 +73,7 @@ fn run() -> Result<()> {
             match &cli.command {
                 Command::Sessions(args) => sessions::run(args, &cluster, &operator).await,
                 Command::Github(args) => github::run(args, &cluster, &operator).await,
+                Command::Drills(args) => drills::run(args, &mut cluster, &operator).await,
             }
         };
         tokio::select! {

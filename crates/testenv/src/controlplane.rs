@@ -268,6 +268,26 @@ impl ControlPlane {
         out
     }
 
+    /// The process of component `name` (`etcd`, `kube-apiserver`, `kube-controller-manager`,
+    /// `kube-scheduler`, `kwok`).
+    pub fn process(&self, name: &str) -> Option<&ManagedProcess> {
+        self.processes.iter().find(|p| p.name == name)
+    }
+
+    /// Starts component `name` again after it exited or was stopped (one still running is
+    /// SIGKILLed first), with the same command line: same ports, etcd, certificates and audit
+    /// log, so clients reconnect to the same URL. Returns once it is spawned; readiness is the
+    /// caller's to wait for. Call it from the thread that started the control plane (the
+    /// processes' parent-death signal is tied to that thread).
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let proc = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no component {name}"))?;
+        proc.respawn()
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL after a grace period), waits for them to exit.
     pub fn stop(&mut self) {
         stop_in_order(&mut self.processes);

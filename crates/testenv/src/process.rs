@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a spawned process lives.
@@ -28,6 +28,8 @@ pub struct ManagedProcess {
     pub start_ticks: u64,
     pub log: PathBuf,
     child: Mutex<Option<Child>>,
+    /// How it was started, for [`ManagedProcess::respawn`]; `None` for an adopted process.
+    command: Option<(PathBuf, Vec<String>, Lifetime)>,
 }
 
 /// Makes the child started by `cmd` receive SIGKILL when the spawning *thread* exits
@@ -91,36 +93,39 @@ impl ManagedProcess {
         let log = log_dir.join(format!("{name}.log"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .env_remove("KUBECONFIG");
-        match lifetime {
-            Lifetime::Attached => die_with_parent(&mut cmd),
-            Lifetime::Detached => unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setsid() < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            },
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        let child = launch(name, program, args, out, lifetime)?;
         let pid = i32::try_from(child.id()).context("pid out of range")?;
-        let start_ticks = process_start_ticks(pid).unwrap_or(0);
         Ok(Self {
             name: name.to_string(),
             pid,
-            start_ticks,
+            start_ticks: process_start_ticks(pid).unwrap_or(0),
             log,
             child: Mutex::new(Some(child)),
+            command: Some((program.to_path_buf(), args.to_vec(), lifetime)),
         })
+    }
+
+    /// Starts the process again with the same program, arguments and lifetime, after it exited
+    /// or was stopped (a process still running is SIGKILLed first); its log continues. With
+    /// [`Lifetime::Attached`], call it from a thread that lives as long as the process should.
+    pub fn respawn(&mut self) -> Result<()> {
+        let Some((program, args, lifetime)) = self.command.clone() else {
+            bail!(
+                "{} was adopted, not spawned here: it cannot be respawned",
+                self.name
+            );
+        };
+        self.wait_until(Instant::now());
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let child = launch(&self.name, &program, &args, out, lifetime)?;
+        self.pid = i32::try_from(child.id()).context("pid out of range")?;
+        self.start_ticks = process_start_ticks(self.pid).unwrap_or(0);
+        *self.child.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(child);
+        Ok(())
     }
 
     /// A process started by another invocation, identified by pid and start time.
@@ -131,6 +136,7 @@ impl ManagedProcess {
             start_ticks,
             log,
             child: Mutex::new(None),
+            command: None,
         }
     }
 
@@ -189,11 +195,94 @@ impl ManagedProcess {
     }
 }
 
+/// Spawns `program` with stdout and stderr into `log`, tied to the caller as `lifetime` says.
+fn launch(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log: std::fs::File,
+    lifetime: Lifetime,
+) -> Result<Child> {
+    let err = log.try_clone()?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .env_remove("KUBECONFIG");
+    match lifetime {
+        Lifetime::Attached => die_with_parent(&mut cmd),
+        Lifetime::Detached => unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        },
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {name} ({})", program.display()))
+}
+
 /// Fails with a clear message when `path` is not an executable file.
 pub fn require_executable(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
         _ => bail!("{} is missing or not executable", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_respawned_process_is_a_new_one_whose_log_continues() {
+        let dir =
+            std::env::temp_dir().join(format!("ccplant-testenv-respawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = ["-c".to_string(), "echo started; exec sleep 30".to_string()];
+        let mut proc = ManagedProcess::spawn(
+            "sleeper",
+            Path::new("/bin/sh"),
+            &args,
+            &dir,
+            Lifetime::Attached,
+        )
+        .unwrap();
+        let first = proc.pid;
+        wait_for_lines(&proc, 1);
+        proc.terminate();
+        proc.wait_until(Instant::now() + Duration::from_secs(5));
+        assert!(proc.exited().is_some() || !proc.is_same_process_alive());
+
+        proc.respawn().unwrap();
+        assert_ne!(proc.pid, first);
+        assert!(proc.is_same_process_alive());
+        assert!(proc.exited().is_none());
+        wait_for_lines(&proc, 2);
+        // A running process is replaced, not duplicated.
+        let second = proc.pid;
+        proc.respawn().unwrap();
+        assert!(process_start_ticks(second).is_none() || is_zombie_or_gone(second));
+        wait_for_lines(&proc, 3);
+        assert_eq!(proc.log_tail(10), "started\nstarted\nstarted");
+        proc.terminate();
+        proc.wait_until(Instant::now() + Duration::from_secs(5));
+        assert!(!proc.is_same_process_alive());
+        let adopted = ManagedProcess::adopt("x", 1, 0, dir.join("x.log"));
+        let mut adopted = adopted;
+        assert!(adopted.respawn().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn wait_for_lines(proc: &ManagedProcess, lines: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proc.log_tail(10).lines().count() < lines && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
