@@ -236,7 +236,7 @@ fn floor_pod(name: &str) -> Result<Pod> {
     }))?)
 }
 
-fn bare_session(name: &str) -> Result<AgentSession> {
+pub(crate) fn bare_session(name: &str) -> Result<AgentSession> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
         "metadata": {"name": name},
@@ -567,13 +567,17 @@ pub async fn run(args: &SessionsArgs, cluster: &Cluster, operator_bin: &Path) ->
         env::create_namespace(&client, STEADY_NS).await?;
         namespaces.push(STEADY_NS);
     }
-    let mut op = Operator::start(
-        operator_bin,
-        &cluster.kubeconfig,
-        &namespaces,
-        "http://127.0.0.1:1",
-        cluster.dir.join("logs/ccplant-operator.log"),
-    )?;
+    // Bare sessions: GitHub is never called.
+    let start_operator = |log: &str| {
+        Operator::start(
+            operator_bin,
+            &cluster.kubeconfig,
+            &namespaces,
+            "http://127.0.0.1:1",
+            cluster.dir.join("logs").join(log),
+        )
+    };
+    let mut op = start_operator("ccplant-operator.log")?;
     let ready_s = op.wait_ready(Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -639,13 +643,7 @@ pub async fn run(args: &SessionsArgs, cluster: &Cluster, operator_bin: &Path) ->
         n + steady_n
     );
     let mut audit = AuditReader::at_end(cluster.audit_log())?;
-    let mut restarted = Operator::start(
-        operator_bin,
-        &cluster.kubeconfig,
-        &namespaces,
-        "http://127.0.0.1:1",
-        cluster.dir.join("logs/ccplant-operator-restarted.log"),
-    )?;
+    let mut restarted = start_operator("ccplant-operator-restarted.log")?;
     let restart_ready_s = restarted.wait_ready(Duration::from_secs(120)).await?;
     tokio::time::sleep(RESTART_SETTLE).await;
     restarted.ensure_running()?;

@@ -21,6 +21,9 @@ mod restart;
 
 use crate::env::{self, Cluster};
 use crate::report::{self, target};
+// Sessions with nothing but an image (a pod, a Service, a NetworkPolicy; no GitHub), shared with
+// the sessions bench.
+pub(crate) use crate::sessions::bare_session;
 use crate::stats::{round1, round3};
 use anyhow::{Context, Result, bail};
 use ccplant_api::{AgentSession, AgentSessionPhase};
@@ -187,15 +190,6 @@ fn summary3(samples: &[f64]) -> Value {
 /// One progress line on stderr.
 fn progress(line: impl std::fmt::Display) {
     eprintln!("ccplant-bench: drills: {line}");
-}
-
-/// A session with nothing but an image: a pod, a Service and a NetworkPolicy, no GitHub.
-fn bare_session(name: &str) -> Result<AgentSession> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
-        "metadata": {"name": name},
-        "spec": {"agent": {"image": "ghcr.io/ccplant/agent:1"}},
-    }))?)
 }
 
 /// How one create fared when retried through an outage.
