@@ -8,8 +8,8 @@
 //! every event into a reconcile request for the owning session.
 //!
 //! A relist (the watch fell too far behind) builds a fresh index next to the current one and
-//! swaps it in once complete, as kube's reflector does, so a reconcile never sees a child
-//! missing that exists. Each index reports its first complete list on a watch channel; the
+//! swaps it in once complete, as kube's reflector does, then triggers the sessions it listed,
+//! so every reconcile reads the complete index. Each index reports its first complete list on a watch channel; the
 //! controller reconciles nothing before all four completed (else existing children would look
 //! missing and be created again).
 
@@ -136,6 +136,9 @@ fn owners<K: Resource>(obj: &K) -> Vec<ObjectRef<AgentSession>> {
         .collect()
 }
 
+/// A relist in progress: the fresh summaries and the sessions to trigger once it is complete.
+type Relist<S> = (HashMap<String, S>, Vec<ObjectRef<AgentSession>>);
+
 /// A watch of one kind of child keeping `index` current; yields the owning session of every
 /// changed child (the controller's trigger).
 pub fn watch_children<K, S>(
@@ -156,7 +159,8 @@ where
         synced,
     };
     let entries = index.entries.clone();
-    let mut relist: Option<HashMap<String, S>> = None;
+    // A relist's summaries and the sessions they belong to, held until the list is complete.
+    let mut relist: Option<Relist<S>> = None;
     let kind = K::kind(&()).into_owned();
     let triggers = watcher(api, config)
         .default_backoff()
@@ -169,21 +173,22 @@ where
             let key_of = |obj: &K| key(&obj.namespace().unwrap_or_default(), &obj.name_any());
             match event {
                 Ok(watcher::Event::Init) => {
-                    relist = Some(HashMap::new());
+                    relist = Some(Default::default());
                     Vec::new()
                 }
                 Ok(watcher::Event::InitApply(obj)) => {
-                    relist
-                        .get_or_insert_with(HashMap::new)
-                        .insert(key_of(&obj), summarize(&obj));
-                    owners(&obj)
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(fresh) = relist.take() {
-                        *write() = fresh;
-                    }
-                    synced_tx.send_replace(true);
+                    let (fresh, owners_of) = relist.get_or_insert_with(Default::default);
+                    fresh.insert(key_of(&obj), summarize(&obj));
+                    owners_of.extend(owners(&obj));
                     Vec::new()
+                }
+                // The sessions are triggered once the fresh index is in place: triggered
+                // earlier, a reconcile would read the old one and nothing would wake it again.
+                Ok(watcher::Event::InitDone) => {
+                    let (fresh, owners_of) = relist.take().unwrap_or_default();
+                    *write() = fresh;
+                    synced_tx.send_replace(true);
+                    owners_of
                 }
                 Ok(watcher::Event::Apply(obj)) => {
                     write().insert(key_of(&obj), summarize(&obj));
