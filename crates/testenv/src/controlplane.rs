@@ -30,6 +30,16 @@ rules:
   - level: None
 "#;
 
+/// Pod IP range KWOK assigns from by default (`--cidr`; the nodes carry no `spec.podCIDR`, so
+/// KWOK allocates every pod from this one range).
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+
+/// First choice of a pod IP range on loopback, for tests that serve HTTP at pod IPs (the whole of
+/// 127.0.0.0/8 reaches the loopback interface on Linux, so a test can bind any such pod IP).
+/// Not for control planes with Services selecting their pods: the EndpointSlice and Endpoints
+/// controllers refuse loopback addresses.
+pub const LOOPBACK_POD_CIDR: &str = "127.77.0.0/16";
+
 /// Options for [`ControlPlane::start`].
 #[derive(Debug, Clone)]
 pub struct StartOptions {
@@ -49,7 +59,7 @@ impl StartOptions {
             dir: dir.into(),
             nodes: 2,
             lifetime,
-            pod_cidr: "10.244.0.0/16".to_string(),
+            pod_cidr: DEFAULT_POD_CIDR.to_string(),
         }
     }
 }

@@ -5,16 +5,21 @@
 //! loopback on first use and stopped when the test binary exits. With `CCPLANT_TEST_KUBECONFIG`
 //! set, tests attach to that cluster instead. Each test isolates itself in a fresh namespace
 //! ([`TestEnv::with_namespace`]) and waits on watches with deadlines ([`wait_for`]).
-#![allow(unsafe_code)] // atexit(3) registration for cleanup when the test binary exits.
+//!
+//! A test binary whose tests serve HTTP at pod IPs (the [`fake_agent`] stand-ins for agentapi)
+//! uses [`TestEnv::global_with_loopback_pods`] instead: KWOK then assigns pod IPs on loopback.
+// atexit(3) cleanup when the test binary exits; flock(2) reserving loopback pod ranges.
+#![allow(unsafe_code)]
 
 pub mod binaries;
 pub mod certs;
 pub mod controlplane;
+pub mod fake_agent;
 pub mod fake_github;
 pub mod process;
 
 pub use binaries::Binaries;
-pub use controlplane::{ControlPlane, StartOptions};
+pub use controlplane::{ControlPlane, DEFAULT_POD_CIDR, LOOPBACK_POD_CIDR, StartOptions};
 pub use process::Lifetime;
 
 use anyhow::{Context, Result};
@@ -26,6 +31,7 @@ use kube::{Client, Resource};
 use serde_json::json;
 use std::fmt::Debug;
 use std::hash::{BuildHasher, Hasher};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +50,11 @@ pub struct TestEnv {
     pub external: bool,
     /// The apiserver's audit log of write requests (JSON lines); only for our own control plane.
     pub audit_log: Option<PathBuf>,
+    /// True when pod IPs are loopback addresses a test can bind
+    /// ([`TestEnv::global_with_loopback_pods`]).
+    pub loopback_pods: bool,
+    /// The range KWOK assigns pod IPs from; only for our own control plane.
+    pub pod_cidr: Option<String>,
 }
 
 static ENV: OnceLock<std::result::Result<TestEnv, String>> = OnceLock::new();
@@ -93,7 +104,39 @@ fn random_suffix() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-fn start_owned() -> Result<TestEnv> {
+/// Reserves a /16 of 127.0.0.0/8 for the pods of this process's control plane, starting at
+/// [`LOOPBACK_POD_CIDR`]: two test processes on one machine (two engineers, parallel test
+/// binaries) would otherwise both hand out 127.77.0.1 and their fake agents would fight over
+/// 127.77.0.1:3284. The reservation is an flock(2) on a file in the temp dir, released by the
+/// kernel when the process exits.
+fn reserve_loopback_pod_cidr() -> Result<String> {
+    let first: u8 = LOOPBACK_POD_CIDR
+        .split('.')
+        .nth(1)
+        .and_then(|octet| octet.parse().ok())
+        .context("LOOPBACK_POD_CIDR is not 127.N.0.0/16")?;
+    for second in first..=first.saturating_add(49) {
+        let path = std::env::temp_dir().join(format!("ccplant-testenv-loopback-127.{second}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if locked {
+            // Held until the process exits: that is the reservation.
+            std::mem::forget(file);
+            return Ok(format!("127.{second}.0.0/16"));
+        }
+    }
+    anyhow::bail!(
+        "every loopback pod range 127.{first}.0.0/16 … 127.{}.0.0/16 is held by another test process",
+        first.saturating_add(49)
+    )
+}
+
+fn start_owned(loopback_pods: bool) -> Result<TestEnv> {
     let bins = Binaries::ensure()?;
     let root = std::env::temp_dir();
     sweep_stale_dirs(&root);
@@ -102,7 +145,11 @@ fn start_owned() -> Result<TestEnv> {
         std::process::id(),
         random_suffix()
     ));
-    let opts = StartOptions::new(&dir, Lifetime::Attached);
+    let mut opts = StartOptions::new(&dir, Lifetime::Attached);
+    if loopback_pods {
+        opts.pod_cidr = reserve_loopback_pod_cidr()?;
+    }
+    let pod_cidr = opts.pod_cidr.clone();
     // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawn from a thread that lives
     // as long as the test binary.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -138,7 +185,57 @@ fn start_owned() -> Result<TestEnv> {
         bins,
         external: false,
         audit_log: Some(dir.join(controlplane::AUDIT_LOG)),
+        loopback_pods,
+        pod_cidr: Some(pod_cidr),
     })
+}
+
+/// Env var saying that the cluster of `CCPLANT_TEST_KUBECONFIG` gives pods loopback IPs that
+/// the test process can bind (e.g. a KWOK cluster started with `--cidr=127.77.0.0/16`).
+pub const LOOPBACK_PODS_ENV: &str = "CCPLANT_TEST_LOOPBACK_PODS";
+
+fn init_env(loopback_pods: bool) -> Result<TestEnv> {
+    let Some(kubeconfig) = std::env::var_os("CCPLANT_TEST_KUBECONFIG") else {
+        return start_owned(loopback_pods);
+    };
+    if loopback_pods && std::env::var(LOOPBACK_PODS_ENV).as_deref() != Ok("1") {
+        anyhow::bail!(
+            "this test binary serves HTTP at pod IPs and needs pods with loopback IPs; the cluster \
+             of CCPLANT_TEST_KUBECONFIG is not known to assign them: unset CCPLANT_TEST_KUBECONFIG \
+             to run it against the local control plane, or set {LOOPBACK_PODS_ENV}=1 if that cluster \
+             assigns pod IPs from 127.0.0.0/8 (e.g. KWOK with --cidr={LOOPBACK_POD_CIDR})"
+        );
+    }
+    let bins = Binaries::ensure()?;
+    Ok(TestEnv {
+        kubeconfig: PathBuf::from(kubeconfig),
+        bins,
+        external: true,
+        audit_log: None,
+        loopback_pods,
+        pod_cidr: None,
+    })
+}
+
+fn shared_env(loopback_pods: bool) -> &'static TestEnv {
+    let env = ENV.get_or_init(|| init_env(loopback_pods).map_err(|e| format!("{e:#}")));
+    let env = match env {
+        Ok(env) => env,
+        Err(e) => panic!("ccplant test environment unavailable: {e}"),
+    };
+    if env.loopback_pods != loopback_pods {
+        let (first, now) = if env.loopback_pods {
+            ("TestEnv::global_with_loopback_pods()", "TestEnv::global()")
+        } else {
+            ("TestEnv::global()", "TestEnv::global_with_loopback_pods()")
+        };
+        panic!(
+            "this test binary's shared control plane was started by {first}, and {now} asks for \
+             the other pod IP range: one test binary uses one of them in every test (pod IPs on \
+             loopback only where tests serve HTTP at pod IPs)"
+        );
+    }
+    env
 }
 
 impl TestEnv {
@@ -147,22 +244,18 @@ impl TestEnv {
     /// Panics with the reason (and the components' log tails) when it cannot be started: a
     /// missing prerequisite fails the test run, it never skips tests.
     pub fn global() -> &'static TestEnv {
-        let env = ENV.get_or_init(|| {
-            let result = match std::env::var_os("CCPLANT_TEST_KUBECONFIG") {
-                Some(kc) => Binaries::ensure().map(|bins| TestEnv {
-                    kubeconfig: PathBuf::from(kc),
-                    bins,
-                    external: true,
-                    audit_log: None,
-                }),
-                None => start_owned(),
-            };
-            result.map_err(|e| format!("{e:#}"))
-        });
-        match env {
-            Ok(env) => env,
-            Err(e) => panic!("ccplant test environment unavailable: {e}"),
-        }
+        shared_env(false)
+    }
+
+    /// Like [`TestEnv::global`], but KWOK assigns pod IPs from a /16 of 127.0.0.0/8
+    /// ([`LOOPBACK_POD_CIDR`] or the next free one), so a test can serve HTTP at a pod's IP
+    /// ([`fake_agent::AgentHost`]).
+    ///
+    /// The first of the two calls in a test binary starts the control plane; calling the other
+    /// one afterwards panics (one binary, one pod IP range). With `CCPLANT_TEST_KUBECONFIG` it
+    /// panics unless `CCPLANT_TEST_LOOPBACK_PODS=1` says that cluster assigns loopback pod IPs.
+    pub fn global_with_loopback_pods() -> &'static TestEnv {
+        shared_env(true)
     }
 
     /// A new client (clients are bound to the tokio runtime of the test that creates them).

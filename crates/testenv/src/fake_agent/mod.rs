@@ -1,0 +1,112 @@
+//! A stand-in for agentapi (github.com/coder/agentapi), the HTTP API in front of the coding agent
+//! in every session pod, and a host that runs one per session pod at the pod's IP.
+//!
+//! [`FakeAgent`] serves agentapi's published OpenAPI description (v0.12.1): `GET /status`,
+//! `GET /messages`, `POST /message` and `GET /events`, with the same bodies, status codes and
+//! event framing as agentapi's huma server, including its error answers: a user message while
+//! the agent is `running` is a 500 `application/problem+json` whose `errors[0].message` says
+//! "failed to send message: message can only be sent when the agent is waiting for user input".
+//! What the agent does is scripted ([`Script`]): how long it boots and works on a message, how
+//! often its reply changes while it works, and whether it answers at all ([`Mode`]).
+//!
+//! [`AgentHost`] watches a namespace's session pods and runs a [`FakeAgent`] at each pod's
+//! `status.podIP` and `agent` port, for the lifetime of the pod; with
+//! [`crate::TestEnv::global_with_loopback_pods`] those IPs are loopback addresses the test binds.
+
+mod agent;
+mod host;
+mod http;
+
+pub use agent::FakeAgent;
+pub use host::{AgentHost, DEFAULT_AGENT_PORT, SESSION_LABEL};
+
+use std::time::{Duration, SystemTime};
+
+/// How a [`FakeAgent`] behaves. Changed live with [`FakeAgent::set_script`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Script {
+    /// `agent_type` in `/status` and `status_change` events.
+    pub agent_type: String,
+    /// The agent's first message (id 0): its start-up screen.
+    pub greeting: String,
+    /// How long the agent is `running` after start-up before it is first `stable`.
+    pub boot: Duration,
+    /// How long the agent stays `running` after each user message ([`Script::FOREVER`]: until
+    /// the script changes).
+    pub work: Duration,
+    /// How many times per second the agent's last message changes while it is `running`, each
+    /// change a `message_update` event (0: only at the end of the work).
+    pub chatter_per_sec: u32,
+    /// How long `POST /message` takes to answer a user message it accepted (agentapi answers
+    /// once the agent started working on it).
+    pub post_delay: Duration,
+    /// Whether the agent answers at all.
+    pub mode: Mode,
+    /// agentapi's `--allowed-hosts` (`AGENTAPI_ALLOWED_HOSTS`): requests whose Host header names
+    /// another host get 400 "Invalid host header. Allowed hosts: …". agentapi's default is
+    /// [`AGENTAPI_DEFAULT_ALLOWED_HOSTS`], which refuses requests to a pod IP; the fake's default
+    /// is `*` (what a session pod must configure).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// agentapi's default `--allowed-hosts`.
+pub const AGENTAPI_DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+impl Script {
+    /// A `work` or `boot` that never ends by itself.
+    pub const FOREVER: Duration = Duration::MAX;
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            agent_type: "claude".to_string(),
+            greeting: "Welcome to Claude Code (ccplant fake agent)".to_string(),
+            boot: Duration::from_millis(200),
+            work: Duration::from_millis(300),
+            chatter_per_sec: 10,
+            post_delay: Duration::from_millis(20),
+            mode: Mode::Serve,
+            allowed_hosts: vec!["*".to_string()],
+        }
+    }
+}
+
+/// Whether a [`FakeAgent`] answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve the API.
+    #[default]
+    Serve,
+    /// Answer every request with this HTTP status and an `application/problem+json` body (and end
+    /// open event streams).
+    Refuse(u16),
+    /// Accept TCP connections and close them without reading a request (and end open event
+    /// streams and keep-alive connections).
+    Drop,
+}
+
+/// A user message that `POST /message` accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The content as stored in the conversation (agentapi trims surrounding whitespace).
+    pub content: String,
+    pub at: SystemTime,
+}
+
+/// Requests a [`FakeAgent`] received, per endpoint, in every [`Mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// `GET /status`.
+    pub status: u64,
+    /// `GET /messages`.
+    pub messages: u64,
+    /// `POST /message` (user and raw).
+    pub message_post: u64,
+    /// `GET /events`.
+    pub events: u64,
+    /// Any other method or path.
+    pub other: u64,
+    /// TCP connections accepted (also those [`Mode::Drop`] closes at once).
+    pub connections: u64,
+}
