@@ -819,7 +819,16 @@ impl AgentSessionSpec {
 
     /// Number of user messages the agent is to receive: the prompt (if any) plus messages.
     pub fn total_messages(&self) -> usize {
-        usize::from(self.prompt.is_some()) + self.messages.len()
+        self.outbox().count()
+    }
+
+    /// What the agent is to receive, in order: the prompt (unless blank), then `messages`.
+    pub fn outbox(&self) -> impl Iterator<Item = &str> {
+        self.prompt
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .into_iter()
+            .chain(self.messages.iter().map(String::as_str))
     }
 
     /// Checks the rules the schema enforces at admission, for objects that bypassed it. The

@@ -53,6 +53,14 @@ pub mod labels {
     pub const ACCESS: &str = "ccplant.io/access";
 }
 
+/// Annotations that are part of the user-visible contract.
+pub mod annotations {
+    /// On an AgentSession: an RFC 3339 time. A session the operator suspended after
+    /// `lifetime.idleTimeout` resumes when this is later than its suspension (`kubectl ccplant
+    /// resume` sets it; appending a message resumes it too).
+    pub const RESUME_REQUESTED_AT: &str = "ccplant.io/resume-requested-at";
+}
+
 /// A reference to a Secret in the object's own namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[schemars(transform = crate::schema::polish_descriptions)]

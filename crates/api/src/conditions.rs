@@ -49,6 +49,10 @@ pub mod reasons {
     pub const EXPIRED: &str = "Expired";
     /// The agent API did not answer.
     pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
+    /// No agent activity and no new message for lifetime.idleTimeout.
+    pub const IDLE_TIMEOUT: &str = "IdleTimeout";
+    /// completion.mode WhenIdle: every message delivered and the agent idle for idleFor.
+    pub const COMPLETED: &str = "Completed";
     /// GitHub's primary or secondary rate limit was hit.
     pub const RATE_LIMITED: &str = "RateLimited";
     /// No rate limit is in effect.

@@ -64,6 +64,11 @@ pub struct RunArgs {
     #[arg(long, env = "CCPLANT_SESSION_CONCURRENCY", default_value_t = 16)]
     pub session_concurrency: u16,
 
+    /// Agent API connects and requests in flight at once, over all sessions (established event
+    /// streams do not count).
+    #[arg(long, env = "CCPLANT_AGENT_CONCURRENCY", default_value_t = 32)]
+    pub agent_concurrency: u16,
+
     /// GitHubTasks reconciled concurrently.
     #[arg(long, env = "CCPLANT_TASK_CONCURRENCY", default_value_t = 8)]
     pub task_concurrency: u16,

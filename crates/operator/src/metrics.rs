@@ -127,6 +127,13 @@ pub struct Metrics {
     rate_limit_remaining: Family<CredentialLabels, Gauge>,
     leader: Gauge,
     lease_renewals: Counter,
+    agent_deliveries: Counter,
+    agent_connects: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -204,6 +211,18 @@ impl Metrics {
             "Successful renewals of the leader-election Lease",
             lease_renewals.clone(),
         );
+        let agent_deliveries = Counter::default();
+        registry.register(
+            "ccplant_agent_messages_delivered",
+            "User messages (prompt and spec.messages) delivered to agents",
+            agent_deliveries.clone(),
+        );
+        let agent_connects = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "ccplant_agent_connects",
+            "Attempts to open an agent's event stream, per outcome (ok or error)",
+            agent_connects.clone(),
+        );
         // Series whose label sets are known up front are present from the first scrape.
         for controller in CONTROLLERS {
             let _ = reconciles.get_or_create(&ControllerLabels { controller });
@@ -232,7 +251,22 @@ impl Metrics {
             rate_limit_remaining,
             leader,
             lease_renewals,
+            agent_deliveries,
+            agent_connects,
         })
+    }
+
+    /// One message delivered to an agent.
+    pub fn agent_delivered(&self) {
+        self.agent_deliveries.inc();
+    }
+
+    /// One attempt to open an agent's event stream.
+    pub fn agent_connect(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.agent_connects
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Sets the `ccplant_leader` gauge.

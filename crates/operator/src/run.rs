@@ -107,6 +107,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             build.clone(),
             args.max_session_duration,
             args.session_concurrency,
+            args.agent_concurrency,
             scope,
         )));
     }

@@ -689,6 +689,11 @@ fn agent_env(
         env("CCPLANT_SESSION", session_name(session)?),
         env("CCPLANT_AGENT_TYPE", spec.agent.type_.as_str()),
         env("HOME", HOME_DIR),
+        // agentapi's settings: listen on the agent port, and answer requests addressed to the
+        // pod IP or the Service name (its default admits only localhost host headers); the
+        // NetworkPolicy decides who reaches it.
+        env("AGENTAPI_PORT", spec.effective_port().to_string()),
+        env("AGENTAPI_ALLOWED_HOSTS", "*"),
     ];
     if let Some(prompt) = &spec.prompt {
         // A longer environment string would keep the container from starting; the prompt
@@ -1356,9 +1361,17 @@ mod tests {
         assert_eq!(liveness.failure_threshold, Some(3));
         assert_eq!(
             env_names(agent),
-            ["CCPLANT_SESSION", "CCPLANT_AGENT_TYPE", "HOME"]
+            [
+                "CCPLANT_SESSION",
+                "CCPLANT_AGENT_TYPE",
+                "HOME",
+                "AGENTAPI_PORT",
+                "AGENTAPI_ALLOWED_HOSTS"
+            ]
         );
         assert_eq!(env_value(agent, "CCPLANT_AGENT_TYPE"), Some("claude"));
+        assert_eq!(env_value(agent, "AGENTAPI_PORT"), Some("3284"));
+        assert_eq!(env_value(agent, "AGENTAPI_ALLOWED_HOSTS"), Some("*"));
         assert_eq!(env_value(agent, "HOME"), Some("/home/agent"));
         let volumes = pod
             .spec
@@ -1387,6 +1400,8 @@ mod tests {
                 "CCPLANT_SESSION",
                 "CCPLANT_AGENT_TYPE",
                 "HOME",
+                "AGENTAPI_PORT",
+                "AGENTAPI_ALLOWED_HOSTS",
                 "AGENT_PROMPT",
                 "CCPLANT_PROMPT_FILE",
                 "CCPLANT_REPOSITORY",

@@ -69,6 +69,11 @@ pub struct PodSummary {
     /// [`PodState::Terminating`] while it is being deleted.
     pub state: PodState,
     pub ip: Option<String>,
+    /// A hash of the pod's uid: tells a recreated pod of the same name apart.
+    pub uid: u64,
+    /// Outbox entries earlier pods of the session received (the pod's
+    /// [`super::conversation::DELIVERED_BEFORE_ANNOTATION`]).
+    pub delivered_before: u32,
 }
 
 impl PodSummary {
@@ -81,6 +86,19 @@ pub fn summarize_pod(pod: &CachedPod) -> PodSummary {
     PodSummary {
         state: observe_pod(Some(pod)),
         ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        uid: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            pod.metadata.uid.hash(&mut h);
+            h.finish()
+        },
+        delivered_before: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::conversation::DELIVERED_BEFORE_ANNOTATION))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     }
 }
 
@@ -243,7 +261,9 @@ mod tests {
             summarize_pod(&pod),
             PodSummary {
                 state: PodState::Running,
-                ip: Some("10.0.0.7".into())
+                ip: Some("10.0.0.7".into()),
+                uid: summarize_pod(&pod).uid,
+                delivered_before: 0,
             }
         );
         assert_eq!(owners(&pod), vec![ObjectRef::new("s").within("team")]);
@@ -277,7 +297,12 @@ mod tests {
 
     #[test]
     fn summaries_are_small() {
-        assert!(std::mem::size_of::<PodSummary>() <= 80);
+        // 88 bytes: the state, the IP, the uid hash and the delivered-before count.
+        assert!(
+            std::mem::size_of::<PodSummary>() <= 88,
+            "{}",
+            std::mem::size_of::<PodSummary>()
+        );
         assert!(std::mem::size_of::<Presence>() <= 2);
     }
 }

@@ -10,6 +10,7 @@
 use super::build::{self, BuildConfig};
 use super::cached::{CachedClaim, CachedPod, CachedPolicy, CachedService};
 use super::children::{self, Index, PodSummary, Presence, ServiceSummary, watch_children};
+use super::conversation::{self, Conversations, Reachability, Seed, Target};
 use super::credentials::{self, Ensured, SessionCredentialsError, until};
 use super::names::SessionNames;
 use super::observe::PodState;
@@ -18,7 +19,9 @@ use crate::credentials::CredentialsError;
 use crate::events::{Event, EventType};
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
-use ccplant_api::{AgentSession, AgentSessionPhase, AgentSessionStatus};
+use ccplant_api::{
+    AgentSession, AgentSessionPhase, AgentSessionStatus, AgentState, CompletionMode,
+};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -93,6 +96,8 @@ pub struct SessionContext {
     pub build: BuildConfig,
     pub max_session_duration: Duration,
     pub children: ChildStores,
+    /// The agents of Running sessions.
+    pub conversations: Conversations,
     children_ready: tokio::sync::OnceCell<()>,
 }
 
@@ -116,6 +121,7 @@ pub async fn run(
     build: BuildConfig,
     max_session_duration: Duration,
     concurrency: u16,
+    agent_concurrency: u16,
     namespace: Option<String>,
 ) {
     let client = ctx.client.clone();
@@ -164,11 +170,18 @@ pub async fn run(
         pvc_triggers.boxed(),
         np_triggers.boxed(),
     ]);
+    let (conversations, agent_triggers) =
+        Conversations::new(usize::from(agent_concurrency), ctx.metrics.clone());
+    let agent_triggers = futures::stream::unfold(agent_triggers, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    });
+    let child_triggers = futures::stream::select(child_triggers, agent_triggers.boxed());
     let sctx = Arc::new(SessionContext {
         ctx,
         build,
         max_session_duration,
         children,
+        conversations,
         children_ready: tokio::sync::OnceCell::new(),
     });
 
@@ -176,6 +189,7 @@ pub async fn run(
     let primary_synced = synced.subscribe();
     let primary = primary_watch(scoped::<AgentSession>(&client, &namespace), synced);
     sctx.ctx.set_session_store(primary.store.clone());
+    sctx.conversations.set_session_store(primary.store.clone());
     let controller = Controller::for_stream(primary.objects, primary.store)
         .reconcile_on(child_triggers)
         .reconcile_all_on(primary.relisted)
@@ -186,7 +200,7 @@ pub async fn run(
         .graceful_shutdown_on(async move {
             let _ = stopped.await;
         })
-        .run(reconcile, error_policy, sctx)
+        .run(reconcile, error_policy, sctx.clone())
         .for_each(crate::context::log_watch_error);
     let mut all_synced = vec![primary_synced];
     all_synced.extend(children_synced);
@@ -200,6 +214,8 @@ pub async fn run(
         crate::memory::release_free_memory();
     });
     crate::shutdown::drive("agentsession", run, stop, all_synced).await;
+    // No agent is talked to once the controller stopped (before the lease is released).
+    sctx.conversations.shutdown().await;
 }
 
 fn error_policy(session: Arc<AgentSession>, err: &Error, _ctx: Arc<SessionContext>) -> Action {
@@ -331,11 +347,20 @@ async fn reconcile_inner(
 
     // Finished sessions: make sure nothing runs or stays valid, then only ttlAfterFinished.
     if let Some(phase) = stored.phase.filter(|p| p.is_finished()) {
+        // Expired, or Succeeded by completion.mode WhenIdle: the pod is stopped. A pod whose
+        // agent exited is kept (its logs).
+        let running = sctx
+            .children
+            .pods
+            .get(&ns, &names.pod)
+            .is_some_and(|p| pod_alive(&p.state));
+        stop_agent(&sctx, &session, &mut next).await;
         cleanup(
             &sctx,
             &session,
             &names,
-            phase == AgentSessionPhase::Expired,
+            phase == AgentSessionPhase::Expired
+                || (phase == AgentSessionPhase::Succeeded && running),
             &mut next,
         )
         .await?;
@@ -367,6 +392,7 @@ async fn reconcile_inner(
     next.status.work_branch = session.effective_work_branch();
 
     if now >= expires_at {
+        stop_agent(&sctx, &session, &mut next).await;
         cleanup(&sctx, &session, &names, true, &mut next).await?;
         next.phase(
             AgentSessionPhase::Expired,
@@ -382,15 +408,19 @@ async fn reconcile_inner(
     }
     let expiry_requeue = until(expires_at, now);
 
-    if session.spec.suspend {
+    let idle_suspended = idle_suspended(&session, &stored);
+    if session.spec.suspend || idle_suspended {
+        stop_agent(&sctx, &session, &mut next).await;
         cleanup(&sctx, &session, &names, true, &mut next).await?;
         apply_infrastructure(&sctx, &session).await?;
-        next.phase(
-            AgentSessionPhase::Suspended,
-            false,
-            reasons::SUSPENDED,
-            "suspended: the pod is deleted, the workspace kept".into(),
-        );
+        if session.spec.suspend {
+            next.phase(
+                AgentSessionPhase::Suspended,
+                false,
+                reasons::SUSPENDED,
+                "suspended: the pod is deleted, the workspace kept".into(),
+            );
+        }
         next.status.endpoint = None;
         next.status.editor_url = None;
         let written = write_status(ctx, &session, &stored, next.status).await?;
@@ -505,6 +535,24 @@ async fn reconcile_inner(
     }
     let cached_pod = sctx.children.pods.get(&ns, &names.pod);
     let terminating = cached_pod.as_ref().is_some_and(PodSummary::terminating);
+    if cached_pod.as_ref().is_none_or(|p| !pod_alive(&p.state)) {
+        // The agent is gone with its pod; a new pod gets what the old agent had not.
+        stop_agent(&sctx, &session, &mut next).await;
+    }
+    let mut desired_pod = desired_pod;
+    let delivered = next
+        .status
+        .agent
+        .as_ref()
+        .map_or(0, |a| a.delivered_messages.max(0));
+    desired_pod
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(
+            conversation::DELIVERED_BEFORE_ANNOTATION.to_string(),
+            delivered.to_string(),
+        );
     // Missing (first start, resume, or deleted behind our back): (re)create it. A pod still
     // terminating is left alone; its deletion event (or the short requeue) re-creates it.
     let create_pod = async {
@@ -550,9 +598,9 @@ async fn reconcile_inner(
         }
     }
 
-    let observed = match cached_pod {
+    let observed = match &cached_pod {
         None => PodState::Missing,
-        Some(pod) => pod.state,
+        Some(pod) => pod.state.clone(),
     };
     match observed {
         PodState::Missing | PodState::Starting | PodState::Terminating => {
@@ -580,6 +628,38 @@ async fn reconcile_inner(
             );
             next.status.endpoint = build::endpoint(&session, &names);
             next.status.editor_url = build::editor_url(&session, &names);
+            let pod = cached_pod.as_ref();
+            match converse(&sctx, &session, &stored, pod, &mut next, now) {
+                Outcome::Continue(due) => {
+                    if let Some(due) = due {
+                        requeue = requeue.min(due);
+                    }
+                }
+                Outcome::Completed(message) => {
+                    stop_agent(&sctx, &session, &mut next).await;
+                    cleanup(&sctx, &session, &names, true, &mut next).await?;
+                    next.phase(
+                        AgentSessionPhase::Succeeded,
+                        false,
+                        reasons::COMPLETED,
+                        message,
+                    );
+                    next.status.endpoint = None;
+                    next.status.editor_url = None;
+                }
+                Outcome::IdleTimeout(message) => {
+                    stop_agent(&sctx, &session, &mut next).await;
+                    cleanup(&sctx, &session, &names, true, &mut next).await?;
+                    let phase = if has_workspace(&session) {
+                        AgentSessionPhase::Suspended
+                    } else {
+                        AgentSessionPhase::Expired
+                    };
+                    next.phase(phase, false, reasons::IDLE_TIMEOUT, message);
+                    next.status.endpoint = None;
+                    next.status.editor_url = None;
+                }
+            }
         }
         PodState::Succeeded => {
             cleanup(&sctx, &session, &names, false, &mut next).await?;
@@ -610,6 +690,225 @@ async fn reconcile_inner(
         return ttl_action(ctx, &session, &written, Utc::now()).await;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether the pod may still run an agent.
+fn pod_alive(state: &PodState) -> bool {
+    matches!(
+        state,
+        PodState::Running | PodState::Starting | PodState::Pending { .. }
+    )
+}
+
+fn has_workspace(session: &AgentSession) -> bool {
+    session
+        .spec
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.size.is_some())
+}
+
+/// The session was suspended by the operator after `lifetime.idleTimeout` and nothing asked
+/// for it back: no new message and no `ccplant.io/resume-requested-at` after the suspension.
+fn idle_suspended(session: &AgentSession, stored: &AgentSessionStatus) -> bool {
+    if stored.phase != Some(AgentSessionPhase::Suspended) {
+        return false;
+    }
+    let Some(ready) = stored.conditions.iter().find(|c| c.type_ == types::READY) else {
+        return false;
+    };
+    if ready.reason != reasons::IDLE_TIMEOUT {
+        return false;
+    }
+    let delivered = stored
+        .agent
+        .as_ref()
+        .map_or(0, |a| usize::try_from(a.delivered_messages).unwrap_or(0));
+    if session.spec.total_messages() > delivered {
+        return false;
+    }
+    let suspended_at = from_k8s(&ready.last_transition_time);
+    let resume_requested = session
+        .annotations()
+        .get(ccplant_api::annotations::RESUME_REQUESTED_AT)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t.with_timezone(&Utc) > suspended_at);
+    !resume_requested
+}
+
+/// Stops the session's agent worker, if any, and keeps its last word in `status.agent`: the
+/// delivered count, activity and last message stay, the state goes (no agent runs).
+async fn stop_agent(sctx: &SessionContext, session: &AgentSession, next: &mut Next) {
+    let uid = session.uid().unwrap_or_default();
+    let last = sctx.conversations.stop(&uid).await;
+    let Some(mut agent) = next
+        .status
+        .agent
+        .clone()
+        .or_else(|| last.as_ref().map(|_| Default::default()))
+    else {
+        return;
+    };
+    if let Some(last) = last {
+        let s = last.to_status();
+        agent.delivered_messages = agent.delivered_messages.max(s.delivered_messages);
+        agent.last_activity_time = s.last_activity_time.or(agent.last_activity_time);
+        agent.last_agent_message = s.last_agent_message.or(agent.last_agent_message);
+    }
+    agent.state = None;
+    next.status.agent = Some(agent);
+    if next
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == types::AGENT_REACHABLE)
+    {
+        next.condition(
+            types::AGENT_REACHABLE,
+            ConditionStatus::False,
+            "NotRunning",
+            "the session's pod is not running",
+        );
+    }
+}
+
+/// What the conversation asks of the reconcile.
+enum Outcome {
+    /// Go on; reconcile again by then (a completion or idle deadline).
+    Continue(Option<Duration>),
+    /// completion.mode WhenIdle reached.
+    Completed(String),
+    /// lifetime.idleTimeout reached.
+    IdleTimeout(String),
+}
+
+/// Keeps the agent worker of a Running session going, shows its published state, and decides
+/// completion and idle timeout on its live facts.
+fn converse(
+    sctx: &SessionContext,
+    session: &AgentSession,
+    stored: &AgentSessionStatus,
+    pod: Option<&PodSummary>,
+    next: &mut Next,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let addr = pod
+        .and_then(|p| p.ip.as_deref())
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .and_then(|ip| {
+            u16::try_from(session.spec.effective_port())
+                .ok()
+                .map(|port| std::net::SocketAddr::new(ip, port))
+        });
+    let (Some(pod), Some(addr)) = (pod, addr) else {
+        return Outcome::Continue(None);
+    };
+    let stored_agent = stored.agent.clone().unwrap_or_default();
+    // A worker taking over the same pod's agent (operator restart) starts from the stored
+    // status; a new pod's agent starts fresh.
+    let seed = if stored.phase == Some(AgentSessionPhase::Running) {
+        let reachable = stored
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::AGENT_REACHABLE)
+            .map_or(Reachability::Unknown, |c| match c.status.as_str() {
+                "True" => Reachability::Reachable,
+                "False" => Reachability::Unreachable {
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                },
+                _ => Reachability::Unknown,
+            });
+        let last_activity = stored_agent.last_activity_time.as_ref().map(from_k8s);
+        Seed {
+            state: stored_agent.state,
+            reachable,
+            delivered: usize::try_from(stored_agent.delivered_messages).unwrap_or(0),
+            idle_since: last_activity.filter(|_| stored_agent.state == Some(AgentState::Idle)),
+            last_activity,
+            last_agent_message: stored_agent.last_agent_message.clone(),
+        }
+    } else {
+        Seed {
+            last_agent_message: stored_agent.last_agent_message.clone(),
+            ..Seed::default()
+        }
+    };
+    let view = sctx.conversations.ensure(Target {
+        session: kube::runtime::reflector::ObjectRef::from_obj(session),
+        session_uid: session.uid().unwrap_or_default(),
+        pod_uid: pod.uid,
+        addr,
+        outbox: conversation::outbox(session),
+        base: pod.delivered_before as usize,
+        seed,
+    });
+    next.status.agent = Some(view.published.to_status());
+    match &view.published.reachable {
+        Reachability::Unknown => next.condition(
+            types::AGENT_REACHABLE,
+            ConditionStatus::Unknown,
+            "Connecting",
+            &format!("connecting to the agent API at {addr}"),
+        ),
+        Reachability::Reachable => next.condition(
+            types::AGENT_REACHABLE,
+            ConditionStatus::True,
+            "Reachable",
+            &format!("the agent API answers at {addr}"),
+        ),
+        Reachability::Unreachable { reason, message } => next.condition(
+            types::AGENT_REACHABLE,
+            ConditionStatus::False,
+            reason,
+            message,
+        ),
+    }
+
+    let facts = &view.facts;
+    let mut due: Option<Duration> = None;
+    if session.spec.completion.mode == CompletionMode::WhenIdle
+        && let Some(since) = facts.settled_since
+        && let Ok(idle_for) = session.spec.completion_idle_for()
+    {
+        let at = since + chrono::Duration::from_std(idle_for).unwrap_or_default();
+        if now >= at {
+            return Outcome::Completed(format!(
+                "every message was delivered and the agent then stayed idle for {}",
+                session.spec.completion.idle_for
+            ));
+        }
+        due = Some(until(at, now));
+    }
+    let working = facts.reachable && !facts.idle;
+    if let Ok(Some(timeout)) = session.spec.idle_timeout()
+        && !working
+        && facts.pending == 0
+    {
+        let quiet_since = facts
+            .settled_since
+            .map_or(facts.last_activity, |s| s.max(facts.last_activity));
+        let at = quiet_since + chrono::Duration::from_std(timeout).unwrap_or_default();
+        let text = session
+            .spec
+            .lifetime
+            .idle_timeout
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if now >= at {
+            return Outcome::IdleTimeout(if has_workspace(session) {
+                format!(
+                    "suspended after {text} without agent activity; a new message or `kubectl ccplant resume` resumes it"
+                )
+            } else {
+                format!("expired after {text} without agent activity")
+            });
+        }
+        let d = until(at, now);
+        due = Some(due.map_or(d, |x| x.min(d)));
+    }
+    Outcome::Continue(due)
 }
 
 /// PVC, Service and NetworkPolicy (what a suspended session keeps).

@@ -18,10 +18,15 @@ pub const SECRET: &str = "github-token";
 
 /// Installs the CRDs once per test binary (client-side apply of the committed files).
 pub fn install_crds() {
+    install_crds_into(TestEnv::global());
+}
+
+/// [`install_crds`] into `env` (a binary whose control plane is not [`TestEnv::global`]).
+pub fn install_crds_into(env: &TestEnv) {
     static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = TestEnv::global()
+        let out = env
             .kubectl()
             .arg("apply")
             .arg("-f")
@@ -33,7 +38,7 @@ pub fn install_crds() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = TestEnv::global()
+        let out = env
             .kubectl()
             .args(["wait", "--for=condition=Established", "--timeout=60s"])
             .args(["crd/agentsessions.ccplant.io", "crd/githubtasks.ccplant.io"])

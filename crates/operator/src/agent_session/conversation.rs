@@ -1,0 +1,901 @@
+//! The agent conversation (DESIGN §3.1 step 7): one worker per Running session follows the
+//! agent's event stream, delivers the prompt and then each entry of `spec.messages` in order,
+//! exactly once, each only when the agent waits for input, and keeps what `status.agent` shows.
+//!
+//! Exactly once, without a record of our own that could disagree with the agent:
+//! - the agent's conversation (`GET /messages`, and the user messages on `GET /events`) is the
+//!   truth of what it received: before every send the worker reads `/messages` and counts the
+//!   outbox entries it finds there, in order, so a send whose answer was lost, or an operator
+//!   restart, never sends an entry twice;
+//! - a pod starts with a fresh agent, so entries delivered to earlier pods of the session are
+//!   not sent again: the pod carries their number in the annotation
+//!   [`DELIVERED_BEFORE_ANNOTATION`], written when the operator creates it.
+//!
+//! Status without a write per event: the worker keeps the live state, and *publishes* a
+//! snapshot for `status.agent` at most once per [`STATE_GAP`] when the state, the delivered
+//! count or reachability changed, and at most once per [`ACTIVITY_GAP`] when only the activity
+//! time or the agent's last message changed (a chatty agent). Each publish triggers one
+//! reconcile; decisions (completion, idle timeout) read the live state, so they are exact.
+//!
+//! Concurrency is bounded: connects and requests take a permit of one semaphore; an
+//! established event stream holds none. Unreachable agents are retried with an exponential
+//! backoff (1 s doubling to 60 s), one attempt per step.
+
+use super::agentapi::{AgentApi, AgentError, AgentEvent, Role, Status};
+use ccplant_api::{AgentSession, AgentState, AgentStatus};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Pod annotation: how many outbox entries (prompt + messages) earlier pods of the session
+/// received, so this pod's agent gets only the rest.
+pub const DELIVERED_BEFORE_ANNOTATION: &str = "ccplant.io/delivered-before";
+/// Least time between two publishes of a state change (state, delivered count, reachability).
+pub const STATE_GAP: Duration = Duration::from_secs(1);
+/// Least time between two publishes that only move the activity time or the last message.
+pub const ACTIVITY_GAP: Duration = Duration::from_secs(30);
+/// First retry delay for an unreachable agent; doubles per failed attempt.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long a stopping worker may finish a request in flight.
+const STOP_GRACE: Duration = Duration::from_secs(12);
+
+/// Whether the agent API answers, as `AgentReachable` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not tried yet.
+    #[default]
+    Unknown,
+    Reachable,
+    Unreachable {
+        reason: String,
+        message: String,
+    },
+}
+
+/// What `status.agent` and `AgentReachable` show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: Option<AgentState>,
+    pub delivered: usize,
+    pub last_activity: Option<DateTime<Utc>>,
+    pub last_agent_message: Option<String>,
+    pub reachable: Reachability,
+}
+
+impl Snapshot {
+    /// `status.agent` for this snapshot.
+    pub fn to_status(&self) -> AgentStatus {
+        AgentStatus {
+            state: self.state,
+            delivered_messages: i32::try_from(self.delivered).unwrap_or(i32::MAX),
+            last_activity_time: self.last_activity.map(crate::time::to_k8s),
+            last_agent_message: self.last_agent_message.clone(),
+        }
+    }
+
+    fn urgent_change(&self, other: &Snapshot) -> bool {
+        self.state != other.state
+            || self.delivered != other.delivered
+            || self.reachable != other.reachable
+    }
+}
+
+/// The live facts decisions are made on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub reachable: bool,
+    /// The agent reported `stable` last.
+    pub idle: bool,
+    /// Prompt and messages delivered, earlier pods included.
+    pub delivered: usize,
+    /// Entries of the outbox the agent has not received.
+    pub pending: usize,
+    /// Since when the agent is idle with nothing left to deliver (`None` while working,
+    /// unreachable, or with entries pending).
+    pub settled_since: Option<DateTime<Utc>>,
+    /// Last activity of the agent (message, status change, delivery) or the worker's start.
+    pub last_activity: DateTime<Utc>,
+}
+
+/// What the reconcile reads: the published snapshot and the live facts.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub published: Snapshot,
+    pub facts: Facts,
+}
+
+/// Where a session's agent is and what it must receive.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub session: ObjectRef<AgentSession>,
+    pub session_uid: String,
+    pub pod_uid: u64,
+    pub addr: SocketAddr,
+    /// Prompt first, then `spec.messages`.
+    pub outbox: Vec<String>,
+    /// Entries delivered to earlier pods.
+    pub base: usize,
+    /// From the stored status, for a worker that takes over a running agent (operator restart):
+    /// the idle start, last activity and last agent message it showed.
+    pub seed: Seed,
+}
+
+/// What the stored status said about the agent of the same pod: a worker taking over (after an
+/// operator restart) starts from it, so the restart writes nothing, and decides nothing before
+/// it reached the agent itself.
+#[derive(Clone, Debug, Default)]
+pub struct Seed {
+    pub state: Option<AgentState>,
+    pub reachable: Reachability,
+    pub delivered: usize,
+    pub idle_since: Option<DateTime<Utc>>,
+    pub last_activity: Option<DateTime<Utc>>,
+    pub last_agent_message: Option<String>,
+}
+
+/// The workers of all Running sessions.
+pub struct Conversations {
+    api: AgentApi,
+    permits: Arc<Semaphore>,
+    workers: Mutex<HashMap<String, Handle>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<AgentSession>>,
+    sessions: Mutex<Option<Store<AgentSession>>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Conversations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversations").finish_non_exhaustive()
+    }
+}
+
+struct Handle {
+    pod_uid: u64,
+    addr: SocketAddr,
+    outbox: watch::Sender<Arc<Vec<String>>>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// State shared by a worker and the reconciler.
+struct Shared {
+    live: Mutex<Live>,
+    published: Mutex<Snapshot>,
+}
+
+impl Shared {
+    fn view(&self) -> View {
+        let live = lock(&self.live).clone();
+        View {
+            published: lock(&self.published).clone(),
+            facts: live.facts(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Clone, Debug)]
+struct Live {
+    base: usize,
+    outbox_len: usize,
+    reachable: Reachability,
+    /// Whether this agent was ever reached (seeded from the stored status).
+    reached: bool,
+    /// Whether this worker reached it: decisions wait for that.
+    verified: bool,
+    status: Option<Status>,
+    /// User messages of the agent's conversation, by id.
+    user_messages: BTreeMap<i64, String>,
+    /// Outbox entries found in the conversation (this pod only).
+    delivered_here: usize,
+    idle_since: Option<DateTime<Utc>>,
+    last_delivery: Option<DateTime<Utc>>,
+    last_activity: DateTime<Utc>,
+    last_agent_message: Option<String>,
+    last_agent_id: i64,
+}
+
+impl Live {
+    fn new(target: &Target, now: DateTime<Utc>) -> Self {
+        let seed = &target.seed;
+        let status = match seed.state {
+            Some(AgentState::Working) => Some(Status::Running),
+            Some(AgentState::Idle) => Some(Status::Stable),
+            _ => None,
+        };
+        let reached = matches!(
+            seed.state,
+            Some(AgentState::Working | AgentState::Idle | AgentState::Unreachable)
+        );
+        Self {
+            base: target.base,
+            outbox_len: target.outbox.len(),
+            reachable: seed.reachable.clone(),
+            reached,
+            verified: false,
+            status,
+            user_messages: BTreeMap::new(),
+            delivered_here: seed.delivered.saturating_sub(target.base),
+            idle_since: None,
+            last_delivery: None,
+            last_activity: target.seed.last_activity.unwrap_or(now).min(now),
+            last_agent_message: target.seed.last_agent_message.clone(),
+            last_agent_id: -1,
+        }
+    }
+
+    fn delivered(&self) -> usize {
+        (self.base + self.delivered_here).min(self.outbox_len.max(self.base))
+    }
+
+    fn facts(&self) -> Facts {
+        let reachable = self.verified && self.reachable == Reachability::Reachable;
+        let idle = self.status == Some(Status::Stable);
+        let delivered = self.delivered();
+        let pending = self.outbox_len.saturating_sub(delivered);
+        let settled_since = (reachable && idle && pending == 0).then(|| {
+            let since = self.idle_since.unwrap_or(self.last_activity);
+            self.last_delivery.map_or(since, |d| since.max(d))
+        });
+        Facts {
+            reachable,
+            idle,
+            delivered,
+            pending,
+            settled_since,
+            last_activity: self.last_activity,
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let state = match (&self.reachable, self.status) {
+            (Reachability::Reachable, Some(Status::Running)) => AgentState::Working,
+            (Reachability::Reachable, Some(Status::Stable)) => AgentState::Idle,
+            (Reachability::Unreachable { .. }, _) if self.reached => AgentState::Unreachable,
+            _ => AgentState::Starting,
+        };
+        Snapshot {
+            state: Some(state),
+            delivered: self.delivered(),
+            last_activity: Some(self.last_activity),
+            last_agent_message: self.last_agent_message.clone(),
+            reachable: self.reachable.clone(),
+        }
+    }
+
+    /// Recounts the outbox entries found among the agent's user messages, in order.
+    fn recount(&mut self, outbox: &[String]) {
+        let expected = outbox.get(self.base..).unwrap_or_default();
+        let mut n = 0;
+        for text in self.user_messages.values() {
+            if n < expected.len() && same_message(text, &expected[n]) {
+                n += 1;
+            }
+        }
+        // Never less than confirmed: the stream may show a delivered message late.
+        self.delivered_here = self.delivered_here.max(n);
+    }
+
+    fn activity(&mut self, at: DateTime<Utc>) {
+        if at > self.last_activity {
+            self.last_activity = at;
+        }
+    }
+}
+
+/// agentapi keeps a user message as sent, modulo surrounding whitespace.
+fn same_message(seen: &str, sent: &str) -> bool {
+    seen.trim() == sent.trim()
+}
+
+impl Conversations {
+    pub fn new(
+        concurrency: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<AgentSession>>) {
+        let (trigger, triggers) = mpsc::unbounded_channel();
+        (
+            Self {
+                api: AgentApi::new(),
+                permits: Arc::new(Semaphore::new(concurrency.max(1))),
+                workers: Mutex::new(HashMap::new()),
+                trigger,
+                sessions: Mutex::new(None),
+                metrics,
+            },
+            triggers,
+        )
+    }
+
+    /// The session cache: a worker whose session is gone stops.
+    pub fn set_session_store(&self, store: Store<AgentSession>) {
+        *lock(&self.sessions) = Some(store);
+    }
+
+    /// Starts (or updates) the worker of a Running session and returns what it knows.
+    pub fn ensure(&self, target: Target) -> View {
+        let mut workers = lock(&self.workers);
+        if let Some(h) = workers.get(&target.session_uid) {
+            if h.pod_uid == target.pod_uid && h.addr == target.addr && !h.task.is_finished() {
+                let changed = h.outbox.send_if_modified(|current| {
+                    if **current == target.outbox {
+                        false
+                    } else {
+                        *current = Arc::new(target.outbox.clone());
+                        true
+                    }
+                });
+                if changed {
+                    // The decisions made on this view must already count the new entries.
+                    let mut live = lock(&h.shared.live);
+                    live.outbox_len = target.outbox.len();
+                    live.recount(&target.outbox);
+                }
+                return h.shared.view();
+            }
+            if let Some(old) = workers.remove(&target.session_uid) {
+                let _ = old.stop.send(true);
+                old.task.abort();
+            }
+        }
+        let now = Utc::now();
+        let live = Live::new(&target, now);
+        let shared = Arc::new(Shared {
+            published: Mutex::new(live.snapshot()),
+            live: Mutex::new(live),
+        });
+        let (outbox_tx, outbox_rx) = watch::channel(Arc::new(target.outbox.clone()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = Worker {
+            api: self.api.clone(),
+            permits: self.permits.clone(),
+            shared: shared.clone(),
+            trigger: self.trigger.clone(),
+            sessions: lock(&self.sessions).clone(),
+            metrics: self.metrics.clone(),
+            target: target.clone(),
+            outbox: outbox_rx,
+            stop: stop_rx,
+            last_publish: None,
+            publish_at: None,
+        };
+        let span = info_span!(
+            "agent",
+            namespace = %target.session.namespace.clone().unwrap_or_default(),
+            name = %target.session.name,
+        );
+        let task = tokio::spawn(worker.run().instrument(span));
+        let view = shared.view();
+        workers.insert(
+            target.session_uid.clone(),
+            Handle {
+                pod_uid: target.pod_uid,
+                addr: target.addr,
+                outbox: outbox_tx,
+                shared,
+                stop: stop_tx,
+                task,
+            },
+        );
+        view
+    }
+
+    /// Stops the session's worker, letting a request in flight finish, and returns its last
+    /// state.
+    pub async fn stop(&self, session_uid: &str) -> Option<Snapshot> {
+        let handle = lock(&self.workers).remove(session_uid)?;
+        let _ = handle.stop.send(true);
+        let mut task = handle.task;
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+            task.abort();
+        }
+        let snapshot = lock(&handle.shared.live).snapshot();
+        Some(snapshot)
+    }
+
+    /// Whether the session has a worker.
+    pub fn has_worker(&self, session_uid: &str) -> bool {
+        lock(&self.workers).contains_key(session_uid)
+    }
+
+    /// Stops every worker (shutdown, before the lease is released).
+    pub async fn shutdown(&self) {
+        let uids: Vec<String> = lock(&self.workers).keys().cloned().collect();
+        futures::future::join_all(uids.iter().map(|u| self.stop(u))).await;
+    }
+
+    /// Number of workers (for metrics and tests).
+    pub fn len(&self) -> usize {
+        lock(&self.workers).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Worker {
+    api: AgentApi,
+    permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    trigger: mpsc::UnboundedSender<ObjectRef<AgentSession>>,
+    sessions: Option<Store<AgentSession>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    target: Target,
+    outbox: watch::Receiver<Arc<Vec<String>>>,
+    stop: watch::Receiver<bool>,
+    last_publish: Option<Instant>,
+    publish_at: Option<Instant>,
+}
+
+/// How a connected period ended.
+enum Ended {
+    Stopped,
+    Broken(AgentError),
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            let started = Instant::now();
+            match self.connected().await {
+                Ended::Stopped => return,
+                Ended::Broken(e) => {
+                    // A stream that stayed up a while starts the backoff over.
+                    if started.elapsed() > BACKOFF_MAX {
+                        failures = 0;
+                    }
+                    self.unreachable(&e);
+                    if !self.session_exists() {
+                        debug!("session gone, agent worker stops");
+                        return;
+                    }
+                    let delay = backoff(failures);
+                    failures = failures.saturating_add(1);
+                    debug!(error = %e, retry_in = ?delay, "agent not reachable");
+                    if self.sleep_or_stop(delay).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn session_exists(&self) -> bool {
+        match &self.sessions {
+            Some(store) => store
+                .get(&self.target.session)
+                .is_some_and(|s| s.metadata.uid.as_deref() == Some(&self.target.session_uid)),
+            None => true,
+        }
+    }
+
+    /// Sleeps `delay` while still publishing on time; true when told to stop.
+    async fn sleep_or_stop(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            let publish = self.publish_at;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return false,
+                _ = self.stop.changed() => return true,
+                _ = sleep_opt(publish) => { self.publish_at = None; self.maybe_publish(); }
+            }
+        }
+    }
+
+    fn unreachable(&mut self, e: &AgentError) {
+        {
+            let mut live = lock(&self.shared.live);
+            live.reachable = Reachability::Unreachable {
+                reason: e.reason().to_string(),
+                message: e.to_string(),
+            };
+            live.status = None;
+            live.verified = false;
+        }
+        self.maybe_publish();
+    }
+
+    /// One connected period: the event stream, deliveries, publishes.
+    async fn connected(&mut self) -> Ended {
+        let addr = self.target.addr;
+        let events = {
+            let _permit = self.permits.acquire().await;
+            let events = self.api.events(addr).await;
+            self.metrics.agent_connect(events.is_ok());
+            match events {
+                Ok(s) => s,
+                Err(e) => return Ended::Broken(e),
+            }
+        };
+        let mut events = std::pin::pin!(events);
+        // What the agent already has, before anything is sent (operator restart).
+        if let Err(e) = self.sync_messages().await {
+            return Ended::Broken(e);
+        }
+        {
+            let mut live = lock(&self.shared.live);
+            if !live.reached {
+                info!("agent reachable");
+            }
+            live.reachable = Reachability::Reachable;
+            live.reached = true;
+            live.verified = true;
+        }
+        self.maybe_publish();
+        let mut first_status = true;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if retry_at.is_none_or(|t| t <= Instant::now())
+                && let Err(e) = self.deliver().await
+            {
+                if e.is_refusal() || e.ambiguous() {
+                    // Refused (the agent was not waiting) or the answer lost: the next attempt
+                    // re-reads the conversation first.
+                    debug!(error = %e, "delivery not confirmed, retrying");
+                    retry_at = Some(Instant::now() + BACKOFF_BASE);
+                } else {
+                    return Ended::Broken(e);
+                }
+            } else if retry_at.is_some_and(|t| t <= Instant::now()) {
+                retry_at = None;
+            }
+            let publish = self.publish_at;
+            tokio::select! {
+                ev = events.next() => match ev {
+                    None => {
+                        return Ended::Broken(AgentError::Connect {
+                            addr,
+                            detail: "the event stream ended".into(),
+                        })
+                    }
+                    Some(Err(e)) => return Ended::Broken(e),
+                    Some(Ok(ev)) => {
+                        self.on_event(ev, &mut first_status);
+                        // Take every event already buffered before acting.
+                        while let Some(Some(more)) = futures::FutureExt::now_or_never(events.next()) {
+                            match more {
+                                Ok(ev) => self.on_event(ev, &mut first_status),
+                                Err(e) => return Ended::Broken(e),
+                            }
+                        }
+                    }
+                },
+                changed = self.outbox.changed() => {
+                    if changed.is_err() { return Ended::Stopped; }
+                    let outbox = self.outbox.borrow_and_update().clone();
+                    let mut live = lock(&self.shared.live);
+                    live.outbox_len = outbox.len();
+                    live.recount(&outbox);
+                    let now = Utc::now();
+                    live.activity(now);
+                }
+                _ = self.stop.changed() => return Ended::Stopped,
+                _ = sleep_opt(publish) => self.publish_at = None,
+                _ = sleep_opt(retry_at) => retry_at = None,
+            }
+            self.maybe_publish();
+        }
+    }
+
+    fn on_event(&mut self, ev: AgentEvent, first_status: &mut bool) {
+        let now = Utc::now();
+        let outbox = self.outbox.borrow().clone();
+        let mut live = lock(&self.shared.live);
+        match ev {
+            AgentEvent::Status(s) => {
+                if *first_status {
+                    // The state the agent is in, not a change: an idle agent has been idle
+                    // since the stored status said so, or at least since its last message.
+                    *first_status = false;
+                    live.status = Some(s);
+                    if s == Status::Stable {
+                        let since = self
+                            .target
+                            .seed
+                            .idle_since
+                            .unwrap_or(live.last_activity)
+                            .min(now);
+                        live.idle_since = Some(since);
+                    } else {
+                        live.activity(now);
+                    }
+                } else if live.status != Some(s) {
+                    live.status = Some(s);
+                    live.activity(now);
+                    if s == Status::Stable {
+                        live.idle_since = Some(now);
+                    }
+                }
+            }
+            AgentEvent::Message { id, role, text } => match role {
+                Role::User => {
+                    if live.user_messages.get(&id) != Some(&text) {
+                        live.user_messages.insert(id, text);
+                        live.recount(&outbox);
+                    }
+                }
+                Role::Agent => {
+                    if id >= live.last_agent_id {
+                        live.last_agent_id = id;
+                        let short = AgentStatus::truncate_agent_message(&text);
+                        if live.last_agent_message.as_deref() != Some(short.as_str()) {
+                            live.last_agent_message = Some(short);
+                            if !*first_status {
+                                live.activity(now);
+                            }
+                        }
+                    }
+                }
+            },
+            AgentEvent::Other => {}
+        }
+    }
+
+    /// `GET /messages` into the live state.
+    async fn sync_messages(&mut self) -> Result<(), AgentError> {
+        let messages = {
+            let _permit = self.permits.acquire().await;
+            self.api.messages(self.target.addr).await?
+        };
+        let outbox = self.outbox.borrow().clone();
+        let mut live = lock(&self.shared.live);
+        for m in messages {
+            match m.role {
+                Role::User => {
+                    live.user_messages.insert(m.id, m.content);
+                }
+                Role::Agent => {
+                    if m.id >= live.last_agent_id {
+                        live.last_agent_id = m.id;
+                        live.last_agent_message =
+                            Some(AgentStatus::truncate_agent_message(&m.content));
+                    }
+                }
+            }
+        }
+        live.outbox_len = outbox.len();
+        live.recount(&outbox);
+        Ok(())
+    }
+
+    /// Sends the next outbox entry when the agent waits for input: confirmed against
+    /// `/messages` and `/status` right before the send.
+    async fn deliver(&mut self) -> Result<(), AgentError> {
+        let ready = {
+            let live = lock(&self.shared.live);
+            live.status == Some(Status::Stable) && live.delivered() < live.outbox_len
+        };
+        if !ready {
+            return Ok(());
+        }
+        self.sync_messages().await?;
+        let outbox = self.outbox.borrow().clone();
+        let next = {
+            let live = lock(&self.shared.live);
+            let i = live.delivered();
+            if i >= outbox.len() {
+                return Ok(());
+            }
+            i
+        };
+        let _permit = self.permits.acquire().await;
+        let addr = self.target.addr;
+        if self.api.status(addr).await? != Status::Stable {
+            lock(&self.shared.live).status = Some(Status::Running);
+            return Ok(());
+        }
+        self.api.send_user_message(addr, &outbox[next]).await?;
+        self.metrics.agent_delivered();
+        info!(
+            message = next + 1,
+            total = outbox.len(),
+            "delivered a message to the agent"
+        );
+        let now = Utc::now();
+        let mut live = lock(&self.shared.live);
+        // agentapi answers once the agent started on it: the entry is delivered, whether or
+        // not the stream showed the user message yet.
+        live.delivered_here = live.delivered_here.max(next + 1 - live.base);
+        live.status = Some(Status::Running);
+        live.last_delivery = Some(now);
+        live.activity(now);
+        Ok(())
+    }
+
+    /// Publishes the live snapshot when it changed, no sooner than the gap allows; otherwise
+    /// schedules the publish.
+    fn maybe_publish(&mut self) {
+        let snapshot = lock(&self.shared.live).snapshot();
+        let published = lock(&self.shared.published).clone();
+        if snapshot == published {
+            self.publish_at = None;
+            return;
+        }
+        let gap = if snapshot.urgent_change(&published) {
+            STATE_GAP
+        } else {
+            ACTIVITY_GAP
+        };
+        let now = Instant::now();
+        let due = self.last_publish.map_or(now, |t| t + gap);
+        if due <= now {
+            *lock(&self.shared.published) = snapshot;
+            self.last_publish = Some(now);
+            self.publish_at = None;
+            if self.trigger.send(self.target.session.clone()).is_err() {
+                warn!("reconciler gone; agent status not published");
+            }
+        } else {
+            self.publish_at = Some(self.publish_at.map_or(due, |t| t.min(due)));
+        }
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// Delay before retry number `failures` (0-based): 1 s doubling to 60 s.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(failures.min(16)))
+        .min(BACKOFF_MAX)
+}
+
+/// The outbox of a session: the prompt (if any), then `spec.messages`.
+pub fn outbox(session: &AgentSession) -> Vec<String> {
+    session.spec.outbox().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(outbox: &[&str], base: usize) -> Target {
+        Target {
+            session: ObjectRef::new("s").within("ns"),
+            session_uid: "u".into(),
+            pod_uid: 7,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            outbox: outbox.iter().map(|s| s.to_string()).collect(),
+            base,
+            seed: Seed::default(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_minute() {
+        let steps: Vec<u64> = (0..9).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(steps, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn delivered_counts_outbox_entries_in_order_and_skips_foreign_messages() {
+        let t = target(&["prompt", "two", "two", "four"], 0);
+        let mut live = Live::new(&t, Utc::now());
+        for (id, text) in [
+            (1, "prompt"),
+            (3, "typed by hand"),
+            (5, " two\n"),
+            (7, "four"),
+        ] {
+            live.user_messages.insert(id, text.into());
+        }
+        live.recount(&t.outbox);
+        // "four" comes before the second "two" was seen: it does not count.
+        assert_eq!(live.delivered(), 2);
+        live.user_messages.insert(9, "two".into());
+        live.recount(&t.outbox);
+        assert_eq!(live.delivered(), 3);
+    }
+
+    #[test]
+    fn a_new_pod_counts_from_its_base() {
+        let t = target(&["prompt", "a", "b"], 2);
+        let mut live = Live::new(&t, Utc::now());
+        live.recount(&t.outbox);
+        assert_eq!(live.delivered(), 2);
+        assert_eq!(live.facts().pending, 1);
+        // The fresh agent's history does not contain "prompt" or "a": only "b" counts.
+        live.user_messages.insert(1, "b".into());
+        live.recount(&t.outbox);
+        assert_eq!(live.delivered(), 3);
+        assert_eq!(live.facts().pending, 0);
+    }
+
+    #[test]
+    fn settled_needs_reachable_idle_and_nothing_pending() {
+        let t = target(&["prompt"], 0);
+        let now = Utc::now();
+        let mut live = Live::new(&t, now);
+        live.reachable = Reachability::Reachable;
+        live.status = Some(Status::Stable);
+        live.idle_since = Some(now);
+        assert_eq!(
+            live.facts().settled_since,
+            None,
+            "not reached by this worker"
+        );
+        live.verified = true;
+        assert_eq!(live.facts().settled_since, None, "prompt pending");
+        live.user_messages.insert(1, "prompt".into());
+        live.recount(&t.outbox);
+        let later = now + chrono::Duration::seconds(5);
+        live.last_delivery = Some(later);
+        assert_eq!(live.facts().settled_since, Some(later));
+        live.status = Some(Status::Running);
+        assert_eq!(live.facts().settled_since, None);
+    }
+
+    #[test]
+    fn snapshot_states() {
+        let t = target(&[], 0);
+        let mut live = Live::new(&t, Utc::now());
+        assert_eq!(live.snapshot().state, Some(AgentState::Starting));
+        live.reachable = Reachability::Unreachable {
+            reason: "ConnectionFailed".into(),
+            message: "refused".into(),
+        };
+        assert_eq!(
+            live.snapshot().state,
+            Some(AgentState::Starting),
+            "never reached: still starting"
+        );
+        live.reached = true;
+        assert_eq!(live.snapshot().state, Some(AgentState::Unreachable));
+        live.reachable = Reachability::Reachable;
+        live.status = Some(Status::Running);
+        assert_eq!(live.snapshot().state, Some(AgentState::Working));
+        live.status = Some(Status::Stable);
+        assert_eq!(live.snapshot().state, Some(AgentState::Idle));
+    }
+
+    #[test]
+    fn only_state_changes_are_urgent() {
+        let a = Snapshot::default();
+        let b = Snapshot {
+            last_activity: Some(Utc::now()),
+            last_agent_message: Some("x".into()),
+            ..a.clone()
+        };
+        assert!(!b.urgent_change(&a));
+        let c = Snapshot {
+            delivered: 1,
+            ..a.clone()
+        };
+        assert!(c.urgent_change(&a));
+    }
+
+    #[test]
+    fn outbox_is_prompt_then_messages() {
+        let s: AgentSession = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+            "metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"prompt": "fix it", "messages": ["and test it"]},
+        }))
+        .unwrap();
+        assert_eq!(outbox(&s), vec!["fix it", "and test it"]);
+    }
+}

@@ -1,0 +1,539 @@
+//! The agent conversation (DESIGN §3.1 step 7) against the real control plane and a real HTTP
+//! agent API at each session pod's IP: KWOK assigns pod IPs on loopback, and the test env's
+//! [`AgentHost`] serves an agentapi stand-in (agentapi's OpenAPI description) at each one. The
+//! operator runs as its own process, so tests can SIGKILL it.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "github_task/harness.rs"]
+mod harness;
+
+use ccplant_api::{AgentSession, AgentSessionPhase, AgentState};
+use ccplant_testenv::fake_agent::{AgentHost, FakeAgent, Mode, Script};
+use ccplant_testenv::{TestEnv, TestNamespace, wait_for, wait_for_deletion};
+use harness::*;
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime};
+
+const T: Duration = Duration::from_secs(60);
+const IMAGE: &str = "ghcr.io/ccplant/agent:1";
+
+fn env() -> &'static TestEnv {
+    TestEnv::global_with_loopback_pods()
+}
+
+fn session(name: &str, spec: Value) -> AgentSession {
+    serde_json::from_value(json!({
+        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn create_session(ns: &TestNamespace, s: &AgentSession) -> AgentSession {
+    ns.api::<AgentSession>()
+        .create(&PostParams::default(), s)
+        .await
+        .unwrap()
+}
+
+async fn wait_session(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&AgentSession) -> bool,
+) -> AgentSession {
+    wait_for(&ns.api::<AgentSession>(), name, timeout, what, f).await
+}
+
+fn phase_is(phase: AgentSessionPhase) -> impl Fn(&AgentSession) -> bool {
+    move |s: &AgentSession| s.phase() == Some(phase)
+}
+
+fn agent_status(s: &AgentSession) -> ccplant_api::AgentStatus {
+    s.status
+        .as_ref()
+        .and_then(|st| st.agent.clone())
+        .unwrap_or_default()
+}
+
+fn condition(s: &AgentSession, type_: &str) -> Option<(String, String, String)> {
+    s.status.as_ref().and_then(|st| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    })
+}
+
+/// Appends `message` to `spec.messages`: a merge patch carrying the resourceVersion it read
+/// (optimistic concurrency), retried on conflict.
+async fn append(ns: &TestNamespace, name: &str, message: &str) {
+    let api = ns.api::<AgentSession>();
+    loop {
+        let s = api.get(name).await.unwrap();
+        let mut messages = s.spec.messages.clone();
+        messages.push(message.to_string());
+        let patch = json!({
+            "metadata": {"resourceVersion": s.metadata.resource_version},
+            "spec": {"messages": messages},
+        });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => panic!("appending to {name}: {e}"),
+        }
+    }
+}
+
+/// The operator (its own process) for the namespace, on the loopback-pod control plane.
+fn start_operator(ns: &TestNamespace, github_url: &str) -> Operator {
+    let mut op = Operator::new(
+        &ns.name,
+        github_url,
+        &["--operator-namespace", "ccplant-system"],
+    )
+    .with_kubeconfig(env().kubeconfig.clone());
+    op.start();
+    op
+}
+
+async fn host(ns: &TestNamespace, default: Script) -> AgentHost {
+    AgentHost::start(ns.client.clone(), &ns.name, default)
+        .await
+        .unwrap()
+}
+
+/// Waits until `agent` has received `n` messages.
+async fn wait_received(agent: &FakeAgent, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got: Vec<String> = agent.received().into_iter().map(|r| r.content).collect();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent received {} of {n} messages within {timeout:?}: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the agent reports `stable` (polls the in-process fake every 5 ms).
+async fn wait_stable(agent: &FakeAgent, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if agent.status() == "stable" {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the agent never went idle");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::test]
+async fn the_prompt_and_messages_arrive_in_order_exactly_once_each_after_the_agent_went_idle() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-order", |ns| async move {
+            let work = Duration::from_millis(300);
+            let agents = host(&ns, Script { work, ..Script::default() }).await;
+            let fake = fake_with_repo().await;
+            let _op = start_operator(&ns, &fake.url());
+            create_session(
+                &ns,
+                &session(
+                    "c",
+                    json!({"agent": {"image": IMAGE}, "prompt": "fix the bug", "messages": ["add a test", "open a PR"]}),
+                ),
+            )
+            .await;
+            let agent = agents.wait_agent("c", T).await.unwrap();
+            let got = wait_received(&agent, 3, T).await;
+            assert_eq!(got, ["fix the bug", "add a test", "open a PR"]);
+            // Each one only after the agent finished the previous one (it works 300 ms; the
+            // fake refuses a user message while it works).
+            let at: Vec<SystemTime> = agent.received().iter().map(|r| r.at).collect();
+            for pair in at.windows(2) {
+                let gap = pair[1].duration_since(pair[0]).unwrap();
+                assert!(gap >= work, "a message came {gap:?} after the previous one");
+            }
+            let s = wait_session(&ns, "c", "3 delivered, agent idle", T, |s| {
+                let a = agent_status(s);
+                a.delivered_messages == 3 && a.state == Some(AgentState::Idle)
+            })
+            .await;
+            assert_eq!(condition(&s, "AgentReachable").unwrap().0, "True");
+            assert!(agent_status(&s).last_agent_message.is_some());
+
+            // Delivery latency: a message appended while the agent is idle, until the agent has it.
+            let mut latencies = Vec::new();
+            for i in 0..20 {
+                wait_stable(&agent, T).await;
+                let before = agent.received().len();
+                let text = format!("step {i}");
+                let appended = SystemTime::now();
+                append(&ns, "c", &text).await;
+                let got = wait_received(&agent, before + 1, T).await;
+                assert_eq!(got[before], text);
+                let at = agent.received()[before].at;
+                latencies.push(millis(at.duration_since(appended).unwrap_or_default()));
+            }
+            latencies.sort_by(f64::total_cmp);
+            println!(
+                "delivery latency (appended -> agent received), 20 messages: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99),
+                latencies[latencies.len() - 1]
+            );
+            assert!(percentile(&latencies, 0.5) < 1000.0, "{latencies:?}");
+
+            // 20 appended at once arrive in order, once each.
+            wait_stable(&agent, T).await;
+            let burst: Vec<String> = (0..20).map(|i| format!("burst {i}")).collect();
+            for m in &burst {
+                append(&ns, "c", m).await;
+            }
+            let got = wait_received(&agent, 43, Duration::from_secs(90)).await;
+            let mut expected = vec!["fix the bug".to_string(), "add a test".into(), "open a PR".into()];
+            expected.extend((0..20).map(|i| format!("step {i}")));
+            expected.extend(burst);
+            assert_eq!(got, expected);
+            wait_session(&ns, "c", "43 delivered", T, |s| agent_status(s).delivered_messages == 43).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(agent.received().len(), 43, "nothing more was sent");
+            agents.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_during_deliveries_neither_repeats_nor_skips_a_message() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-kill", |ns| async move {
+            let agents = host(
+                &ns,
+                Script {
+                    work: Duration::from_millis(150),
+                    post_delay: Duration::from_millis(40),
+                    ..Script::default()
+                },
+            )
+            .await;
+            let fake = fake_with_repo().await;
+            let mut op = start_operator(&ns, &fake.url());
+            create_session(
+                &ns,
+                &session("k", json!({"agent": {"image": IMAGE}, "prompt": "p"})),
+            )
+            .await;
+            let agent = agents.wait_agent("k", T).await.unwrap();
+            wait_received(&agent, 1, T).await;
+            let mut expected = vec!["p".to_string()];
+            let trials = 24;
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for trial in 0..trials {
+                for j in 0..3 {
+                    let m = format!("t{trial}-{j}");
+                    append(&ns, "k", &m).await;
+                    expected.push(m);
+                }
+                // Kill at a random point of the deliveries: 0 to 600 ms in.
+                tokio::time::sleep(Duration::from_millis(next() % 600)).await;
+                op.kill().await;
+                op.start();
+            }
+            let got = wait_received(&agent, expected.len(), Duration::from_secs(120)).await;
+            assert_eq!(
+                got, expected,
+                "every message once, in order, across {trials} kills"
+            );
+            wait_session(&ns, "k", "all delivered", T, |s| {
+                agent_status(s).delivered_messages as usize == expected.len()
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(agent.received().len(), expected.len(), "no late duplicate");
+            assert_eq!(
+                agents.history("k").len(),
+                1,
+                "one pod, one agent throughout"
+            );
+            println!(
+                "kill trials: {trials}, operator starts {}, messages {}",
+                op.starts,
+                expected.len()
+            );
+            agents.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn when_idle_succeeds_idle_for_after_the_last_reply_stops_the_pod_and_revokes_the_token() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-idle", |ns| async move {
+            use ccplant_testenv::fake_github::test_keys::{TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+            let agents = host(&ns, Script { work: Duration::from_millis(500), ..Script::default() }).await;
+            let fake = fake_with_repo().await;
+            fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "app"},
+                "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
+            }))
+            .unwrap();
+            ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+            let _op = start_operator(&ns, &fake.url());
+            create_session(
+                &ns,
+                &session("w", json!({
+                    "agent": {"image": IMAGE}, "repository": {"name": "octo/hello"},
+                    "github": {"secretRef": {"name": "app"}},
+                    "prompt": "do the thing", "messages": ["and then this"],
+                    "completion": {"mode": "WhenIdle", "idleFor": "3s"},
+                })),
+            )
+            .await;
+            let agent = agents.wait_agent("w", T).await.unwrap();
+            wait_received(&agent, 2, T).await;
+            let token = String::from_utf8(
+                ns.api::<Secret>().get("w-github").await.unwrap().data.unwrap().remove("token").unwrap().0,
+            )
+            .unwrap();
+            let idle = wait_stable(&agent, T).await;
+            let done = wait_session(&ns, "w", "Succeeded", Duration::from_secs(30), phase_is(AgentSessionPhase::Succeeded)).await;
+            let after = idle.elapsed();
+            println!("WhenIdle: Succeeded {:.2} s after the agent went idle (idleFor 3 s)", after.as_secs_f64());
+            assert!(after >= Duration::from_millis(2900), "not before idleFor: {after:?}");
+            assert!(after <= Duration::from_secs(5), "within idleFor + 2 s: {after:?}");
+            let ready = condition(&done, "Ready").unwrap();
+            assert_eq!(ready.1, "Completed", "{ready:?}");
+            assert_eq!(agent_status(&done).delivered_messages, 2);
+            assert_eq!(agent_status(&done).state, None, "no agent runs any more");
+            wait_for_deletion(&ns.api::<Pod>(), "w", T, "the pod stopped").await;
+            let record = fake.installation_tokens().into_iter().find(|t| t.token == token).unwrap();
+            assert!(record.revoked, "the session's token was revoked");
+            assert_eq!(condition(&done, "CredentialsReady").unwrap().1, "Revoked");
+            assert_eq!(agent.received().len(), 2);
+            agents.stop().await;
+        })
+        .await;
+}
+
+/// A PersistentVolume for a claim to bind to (the test cluster has no provisioner).
+async fn volume(ns: &TestNamespace) -> String {
+    let class = format!("manual-{}", ns.name);
+    let pvs: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pv-{}", ns.name)},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                 "hostPath": {"path": format!("/tmp/{}", ns.name)}, "persistentVolumeReclaimPolicy": "Delete"},
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    class
+}
+
+#[tokio::test]
+async fn idle_timeout_suspends_or_expires_on_time_and_a_new_message_resumes_a_suspended_session() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-timeout", |ns| async move {
+            let class = volume(&ns).await;
+            let agents = host(&ns, Script { work: Duration::from_millis(200), ..Script::default() }).await;
+            let fake = fake_with_repo().await;
+            let _op = start_operator(&ns, &fake.url());
+            create_session(
+                &ns,
+                &session("ws", json!({
+                    "agent": {"image": IMAGE}, "prompt": "first",
+                    "workspace": {"size": "1Gi", "storageClassName": class},
+                    "lifetime": {"idleTimeout": "4s"},
+                })),
+            )
+            .await;
+            create_session(
+                &ns,
+                &session("bare", json!({"agent": {"image": IMAGE}, "prompt": "first", "lifetime": {"idleTimeout": "4s"}})),
+            )
+            .await;
+            let check = |name: &'static str, phase: AgentSessionPhase| {
+                let (ns, agents) = (&ns, &agents);
+                async move {
+                    let agent = agents.wait_agent(name, T).await.unwrap();
+                    wait_received(&agent, 1, T).await;
+                    let idle = wait_stable(&agent, T).await;
+                    let s = wait_session(ns, name, &format!("{phase}"), Duration::from_secs(30), phase_is(phase)).await;
+                    let after = idle.elapsed();
+                    println!("idleTimeout 4 s: {name} {phase} {:.2} s after the agent went idle", after.as_secs_f64());
+                    assert!(after >= Duration::from_millis(3900), "{name}: not before the deadline: {after:?}");
+                    assert!(after <= Duration::from_secs(5), "{name}: within 1 s of the deadline: {after:?}");
+                    assert_eq!(condition(&s, "Ready").unwrap().1, "IdleTimeout");
+                    wait_for_deletion(&ns.api::<Pod>(), name, T, "the pod stopped").await;
+                }
+            };
+            futures::join!(
+                check("ws", AgentSessionPhase::Suspended),
+                check("bare", AgentSessionPhase::Expired)
+            );
+            // Stays suspended: nothing asked for it back.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let s = ns.api::<AgentSession>().get("ws").await.unwrap();
+            assert_eq!(s.phase(), Some(AgentSessionPhase::Suspended));
+            assert!(ns.api::<Pod>().get_opt("ws").await.unwrap().is_none());
+
+            // A message resumes it: a new pod, whose fresh agent receives only the new message.
+            append(&ns, "ws", "second").await;
+            wait_session(&ns, "ws", "Running again", T, phase_is(AgentSessionPhase::Running)).await;
+            let history = {
+                let deadline = Instant::now() + T;
+                loop {
+                    let h = agents.history("ws");
+                    if h.len() >= 2 {
+                        break h;
+                    }
+                    assert!(Instant::now() < deadline, "no second agent for ws");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let second = &history[1];
+            assert_eq!(wait_received(second, 1, T).await, ["second"]);
+            wait_session(&ns, "ws", "2 delivered", T, |s| agent_status(s).delivered_messages == 2).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(second.received().len(), 1, "the prompt was not sent again");
+            assert_eq!(history[0].received().len(), 1);
+            agents.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_is_reported_and_retried_once_per_backoff_step() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-unreach", |ns| async move {
+            let agents = host(&ns, Script::default()).await;
+            agents.set_script("drop", Script { mode: Mode::Drop, ..Script::default() });
+            agents.set_script("err", Script { mode: Mode::Refuse(503), ..Script::default() });
+            let fake = fake_with_repo().await;
+            let _op = start_operator(&ns, &fake.url());
+            for name in ["drop", "err"] {
+                create_session(&ns, &session(name, json!({"agent": {"image": IMAGE}, "prompt": "hello"}))).await;
+            }
+            let drop_agent = agents.wait_agent("drop", T).await.unwrap();
+            let err_agent = agents.wait_agent("err", T).await.unwrap();
+            let s = wait_session(&ns, "drop", "AgentReachable False", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False")
+            })
+            .await;
+            let (_, reason, message) = condition(&s, "AgentReachable").unwrap();
+            assert_eq!(reason, "ConnectionFailed", "{message}");
+            assert!(message.contains(&drop_agent.addr().to_string()), "{message}");
+            let s = wait_session(&ns, "err", "AgentReachable False", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False")
+            })
+            .await;
+            let (_, reason, message) = condition(&s, "AgentReachable").unwrap();
+            assert_eq!(reason, "HTTPError");
+            assert!(message.contains("503"), "{message}");
+            assert_eq!(agent_status(&s).state, Some(AgentState::Starting), "never reached");
+
+            // Backoff 1 s doubling: attempts at 0, 1, 3, 7, 15 s after the first one. Count
+            // over 16 s from the first attempt.
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_secs(16)).await;
+            let _ = start;
+            let drops = drop_agent.requests().connections;
+            let errs = err_agent.requests().events;
+            println!("unreachable agent: {drops} connections (dropped), {errs} /events requests (503) in ~16 s");
+            for (what, n) in [("dropped connections", drops), ("503 answers", errs)] {
+                // Up to 5 steps in 16 s; one more if the window caught the 31 s step's start
+                // early is impossible, so at most 5; at least 4 shows it does retry.
+                assert!((4..=5).contains(&n), "{what}: {n} attempts in 16 s");
+            }
+            // Nothing delivered, no agent state invented.
+            assert!(drop_agent.received().is_empty() && err_agent.received().is_empty());
+            // Reachable again: reported, and the prompt goes out.
+            agents.set_script("err", Script::default());
+            let got = wait_received(&err_agent, 1, Duration::from_secs(40)).await;
+            assert_eq!(got, ["hello"]);
+            let s = wait_session(&ns, "err", "AgentReachable True, 1 delivered", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|c| c.0 == "True")
+                    && agent_status(s).delivered_messages == 1
+            })
+            .await;
+            assert_eq!(condition(&s, "AgentReachable").unwrap().1, "Reachable");
+            agents.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_chatty_agent_costs_at_most_one_status_write_per_coalescing_window() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-chatty", |ns| async move {
+            let agents = host(&ns, Script::default()).await;
+            agents.set_script(
+                "chatty",
+                Script { work: Script::FOREVER, chatter_per_sec: 100, ..Script::default() },
+            );
+            let fake = fake_with_repo().await;
+            let _op = start_operator(&ns, &fake.url());
+            create_session(&ns, &session("chatty", json!({"agent": {"image": IMAGE}, "prompt": "talk"}))).await;
+            let agent = agents.wait_agent("chatty", T).await.unwrap();
+            wait_received(&agent, 1, T).await;
+            let s = wait_session(&ns, "chatty", "Working", T, |s| agent_status(s).state == Some(AgentState::Working)).await;
+            // Count status writes (resourceVersion changes) over 60 s while it chatters.
+            let api = ns.api::<AgentSession>();
+            let rv = s.metadata.resource_version.clone().unwrap();
+            let events_before = agent.events_sent();
+            let window = Duration::from_secs(60);
+            let mut stream = api
+                .watch(&WatchParams::default().fields("metadata.name=chatty").timeout(70), &rv)
+                .await
+                .unwrap()
+                .boxed();
+            let mut writes = 0;
+            let deadline = tokio::time::Instant::now() + window;
+            use futures::StreamExt;
+            while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, stream.next()).await {
+                if let WatchEvent::Modified(_) = ev.unwrap() {
+                    writes += 1;
+                }
+            }
+            let events = agent.events_sent() - events_before;
+            let per_sec = events as f64 / window.as_secs_f64();
+            println!("chatty agent: {events} events in 60 s ({per_sec:.0}/s), {writes} status writes (coalescing window 30 s for activity, 1 s for state changes)");
+            assert!(per_sec >= 80.0, "the agent chattered {per_sec:.0} events/s");
+            assert!(writes >= 1, "lastActivityTime and lastAgentMessage still move");
+            assert!(writes <= 2, "{writes} status writes in 60 s with a 30 s window");
+            agents.stop().await;
+        })
+        .await;
+}
