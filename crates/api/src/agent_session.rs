@@ -822,13 +822,14 @@ impl AgentSessionSpec {
         self.outbox().count()
     }
 
-    /// What the agent is to receive, in order: the prompt (unless blank), then `messages`.
+    /// What the agent is to receive, in order: the prompt, then `messages`; blank entries are
+    /// skipped (agentapi refuses an empty message).
     pub fn outbox(&self) -> impl Iterator<Item = &str> {
         self.prompt
-            .as_deref()
-            .filter(|p| !p.trim().is_empty())
-            .into_iter()
-            .chain(self.messages.iter().map(String::as_str))
+            .iter()
+            .chain(self.messages.iter())
+            .map(String::as_str)
+            .filter(|m| !m.trim().is_empty())
     }
 
     /// Checks the rules the schema enforces at admission, for objects that bypassed it. The

@@ -114,8 +114,10 @@ async fn fifty_running_sessions_cause_no_writes_while_idle() {
             let total: f64 = per_session.values().sum();
             eprintln!("operator writes per session, creation -> Running: {total:.2} {per_session:?}");
             // The floor: one create per child (credentials Secret, Service, NetworkPolicy, Pod)
-            // plus at most two status patches.
-            assert!(total <= 6.0, "more writes than the floor: {total} {per_session:?}");
+            // plus at most three status patches: Starting, Running, and the agent's
+            // reachability once the operator tried its API (nothing serves it at this
+            // control plane's pod IPs).
+            assert!(total <= 7.0, "more writes than the floor: {total} {per_session:?}");
             let versions: Vec<_> =
                 sessions.list(&ListParams::default()).await.unwrap().items.into_iter().map(|s| s.metadata.resource_version).collect();
             tokio::time::sleep(IDLE).await; // the measurement window itself

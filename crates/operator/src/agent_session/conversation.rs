@@ -77,7 +77,11 @@ impl Snapshot {
         AgentStatus {
             state: self.state,
             delivered_messages: i32::try_from(self.delivered).unwrap_or(i32::MAX),
-            last_activity_time: self.last_activity.map(crate::time::to_k8s),
+            // Whole seconds, as the apiserver stores a Time: a finer value would never
+            // compare equal to the stored status and write again on every reconcile.
+            last_activity_time: self
+                .last_activity
+                .map(|t| crate::time::to_k8s(chrono::SubsecRound::trunc_subsecs(t, 0))),
             last_agent_message: self.last_agent_message.clone(),
         }
     }
@@ -197,8 +201,9 @@ struct Live {
     /// Whether this worker reached it: decisions wait for that.
     verified: bool,
     status: Option<Status>,
-    /// User messages of the agent's conversation, by id.
-    user_messages: BTreeMap<i64, String>,
+    /// User messages of the agent's conversation, by id (a hash of the trimmed text: a long
+    /// conversation costs 16 bytes a message).
+    user_messages: BTreeMap<i64, u64>,
     /// Outbox entries found in the conversation (this pod only).
     delivered_here: usize,
     idle_since: Option<DateTime<Utc>>,
@@ -280,8 +285,8 @@ impl Live {
     fn recount(&mut self, outbox: &[String]) {
         let expected = outbox.get(self.base..).unwrap_or_default();
         let mut n = 0;
-        for text in self.user_messages.values() {
-            if n < expected.len() && same_message(text, &expected[n]) {
+        for seen in self.user_messages.values() {
+            if n < expected.len() && *seen == message_hash(&expected[n]) {
                 n += 1;
             }
         }
@@ -296,9 +301,13 @@ impl Live {
     }
 }
 
-/// agentapi keeps a user message as sent, modulo surrounding whitespace.
-fn same_message(seen: &str, sent: &str) -> bool {
-    seen.trim() == sent.trim()
+/// agentapi keeps a user message as sent, modulo surrounding whitespace: messages compare by
+/// a hash of their trimmed text.
+fn message_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.trim().hash(&mut h);
+    h.finish()
 }
 
 impl Conversations {
@@ -542,20 +551,27 @@ impl Worker {
         self.maybe_publish();
         let mut first_status = true;
         let mut retry_at: Option<Instant> = None;
+        let mut refusals: u32 = 0;
         loop {
-            if retry_at.is_none_or(|t| t <= Instant::now())
-                && let Err(e) = self.deliver().await
-            {
-                if e.is_refusal() || e.ambiguous() {
-                    // Refused (the agent was not waiting) or the answer lost: the next attempt
-                    // re-reads the conversation first.
-                    debug!(error = %e, "delivery not confirmed, retrying");
-                    retry_at = Some(Instant::now() + BACKOFF_BASE);
-                } else {
-                    return Ended::Broken(e);
-                }
-            } else if retry_at.is_some_and(|t| t <= Instant::now()) {
+            if retry_at.is_none_or(|t| t <= Instant::now()) {
                 retry_at = None;
+                match self.deliver().await {
+                    Ok(sent) => {
+                        if sent {
+                            refusals = 0;
+                        }
+                    }
+                    Err(e) if e.is_refusal() || e.ambiguous() => {
+                        // Refused (the agent was not waiting after all, or rejects the
+                        // message) or the answer lost: retried with backoff, and the next
+                        // attempt re-reads the conversation first.
+                        let delay = backoff(refusals);
+                        refusals = refusals.saturating_add(1);
+                        warn!(error = %e, retry_in = ?delay, "message not delivered, retrying");
+                        retry_at = Some(Instant::now() + delay);
+                    }
+                    Err(e) => return Ended::Broken(e),
+                }
             }
             let publish = self.publish_at;
             tokio::select! {
@@ -627,8 +643,9 @@ impl Worker {
             }
             AgentEvent::Message { id, role, text } => match role {
                 Role::User => {
-                    if live.user_messages.get(&id) != Some(&text) {
-                        live.user_messages.insert(id, text);
+                    let hash = message_hash(&text);
+                    if live.user_messages.get(&id) != Some(&hash) {
+                        live.user_messages.insert(id, hash);
                         live.recount(&outbox);
                     }
                 }
@@ -660,7 +677,7 @@ impl Worker {
         for m in messages {
             match m.role {
                 Role::User => {
-                    live.user_messages.insert(m.id, m.content);
+                    live.user_messages.insert(m.id, message_hash(&m.content));
                 }
                 Role::Agent => {
                     if m.id >= live.last_agent_id {
@@ -678,13 +695,14 @@ impl Worker {
 
     /// Sends the next outbox entry when the agent waits for input: confirmed against
     /// `/messages` and `/status` right before the send.
-    async fn deliver(&mut self) -> Result<(), AgentError> {
+    /// True when it sent one.
+    async fn deliver(&mut self) -> Result<bool, AgentError> {
         let ready = {
             let live = lock(&self.shared.live);
             live.status == Some(Status::Stable) && live.delivered() < live.outbox_len
         };
         if !ready {
-            return Ok(());
+            return Ok(false);
         }
         self.sync_messages().await?;
         let outbox = self.outbox.borrow().clone();
@@ -692,7 +710,7 @@ impl Worker {
             let live = lock(&self.shared.live);
             let i = live.delivered();
             if i >= outbox.len() {
-                return Ok(());
+                return Ok(false);
             }
             i
         };
@@ -700,7 +718,7 @@ impl Worker {
         let addr = self.target.addr;
         if self.api.status(addr).await? != Status::Stable {
             lock(&self.shared.live).status = Some(Status::Running);
-            return Ok(());
+            return Ok(false);
         }
         self.api.send_user_message(addr, &outbox[next]).await?;
         self.metrics.agent_delivered();
@@ -717,7 +735,7 @@ impl Worker {
         live.status = Some(Status::Running);
         live.last_delivery = Some(now);
         live.activity(now);
-        Ok(())
+        Ok(true)
     }
 
     /// Publishes the live snapshot when it changed, no sooner than the gap allows; otherwise
@@ -801,12 +819,12 @@ mod tests {
             (5, " two\n"),
             (7, "four"),
         ] {
-            live.user_messages.insert(id, text.into());
+            live.user_messages.insert(id, message_hash(text));
         }
         live.recount(&t.outbox);
         // "four" comes before the second "two" was seen: it does not count.
         assert_eq!(live.delivered(), 2);
-        live.user_messages.insert(9, "two".into());
+        live.user_messages.insert(9, message_hash("two"));
         live.recount(&t.outbox);
         assert_eq!(live.delivered(), 3);
     }
@@ -819,7 +837,7 @@ mod tests {
         assert_eq!(live.delivered(), 2);
         assert_eq!(live.facts().pending, 1);
         // The fresh agent's history does not contain "prompt" or "a": only "b" counts.
-        live.user_messages.insert(1, "b".into());
+        live.user_messages.insert(1, message_hash("b"));
         live.recount(&t.outbox);
         assert_eq!(live.delivered(), 3);
         assert_eq!(live.facts().pending, 0);
@@ -840,13 +858,25 @@ mod tests {
         );
         live.verified = true;
         assert_eq!(live.facts().settled_since, None, "prompt pending");
-        live.user_messages.insert(1, "prompt".into());
+        live.user_messages.insert(1, message_hash("prompt"));
         live.recount(&t.outbox);
         let later = now + chrono::Duration::seconds(5);
         live.last_delivery = Some(later);
         assert_eq!(live.facts().settled_since, Some(later));
         live.status = Some(Status::Running);
         assert_eq!(live.facts().settled_since, None);
+    }
+
+    #[test]
+    fn activity_times_are_whole_seconds_like_the_stored_status() {
+        let t = DateTime::from_timestamp(1_800_000_123, 456_789_000).unwrap();
+        let s = Snapshot {
+            last_activity: Some(t),
+            ..Snapshot::default()
+        };
+        let written = s.to_status().last_activity_time.unwrap();
+        assert_eq!(crate::time::from_k8s(&written).timestamp_subsec_nanos(), 0);
+        assert_eq!(crate::time::from_k8s(&written).timestamp(), 1_800_000_123);
     }
 
     #[test]
