@@ -11,9 +11,9 @@ use ccplant_api::{AgentSession, AgentSessionPhase, AgentState};
 use ccplant_testenv::fake_agent::{AgentHost, FakeAgent, Mode, Script};
 use ccplant_testenv::{TestEnv, TestNamespace, wait_for, wait_for_deletion};
 use harness::*;
-use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
+use serde_json::json;
 use std::time::{Duration, Instant, SystemTime};
 
 const T: Duration = Duration::from_secs(60);
@@ -21,22 +21,6 @@ const IMAGE: &str = "ghcr.io/ccplant/agent:1";
 
 fn env() -> &'static TestEnv {
     TestEnv::global_with_loopback_pods()
-}
-
-fn session(name: &str, spec: Value) -> AgentSession {
-    serde_json::from_value(json!({
-        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-async fn create_session(ns: &TestNamespace, s: &AgentSession) -> AgentSession {
-    ns.api::<AgentSession>()
-        .create(&PostParams::default(), s)
-        .await
-        .unwrap()
 }
 
 async fn wait_session(
@@ -298,45 +282,76 @@ async fn when_idle_succeeds_idle_for_after_the_last_reply_stops_the_pod_and_revo
     install_crds_into(env());
     env()
         .with_namespace("conv-idle", |ns| async move {
-            use ccplant_testenv::fake_github::test_keys::{TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
-            let agents = host(&ns, Script { work: Duration::from_millis(500), ..Script::default() }).await;
+            let agents = host(
+                &ns,
+                Script {
+                    work: Duration::from_millis(500),
+                    ..Script::default()
+                },
+            )
+            .await;
             let fake = fake_with_repo().await;
-            fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": "app"},
-                "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
-            }))
-            .unwrap();
-            ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+            app_secret(&ns, &fake).await;
             let _op = start_operator(&ns, &fake.url());
             create_session(
                 &ns,
-                &session("w", json!({
-                    "agent": {"image": IMAGE}, "repository": {"name": "octo/hello"},
-                    "github": {"secretRef": {"name": "app"}},
-                    "prompt": "do the thing", "messages": ["and then this"],
-                    "completion": {"mode": "WhenIdle", "idleFor": "3s"},
-                })),
+                &session(
+                    "w",
+                    json!({
+                        "agent": {"image": IMAGE}, "repository": {"name": "octo/hello"},
+                        "github": {"secretRef": {"name": "app"}},
+                        "prompt": "do the thing", "messages": ["and then this"],
+                        "completion": {"mode": "WhenIdle", "idleFor": "3s"},
+                    }),
+                ),
             )
             .await;
             let agent = agents.wait_agent("w", T).await.unwrap();
             wait_received(&agent, 2, T).await;
             let token = String::from_utf8(
-                ns.api::<Secret>().get("w-github").await.unwrap().data.unwrap().remove("token").unwrap().0,
+                ns.api::<Secret>()
+                    .get("w-github")
+                    .await
+                    .unwrap()
+                    .data
+                    .unwrap()
+                    .remove("token")
+                    .unwrap()
+                    .0,
             )
             .unwrap();
             let idle = wait_stable(&agent, T).await;
-            let done = wait_session(&ns, "w", "Succeeded", Duration::from_secs(30), phase_is(AgentSessionPhase::Succeeded)).await;
+            let done = wait_session(
+                &ns,
+                "w",
+                "Succeeded",
+                Duration::from_secs(30),
+                phase_is(AgentSessionPhase::Succeeded),
+            )
+            .await;
             let after = idle.elapsed();
-            println!("WhenIdle: Succeeded {:.2} s after the agent went idle (idleFor 3 s)", after.as_secs_f64());
-            assert!(after >= Duration::from_millis(2900), "not before idleFor: {after:?}");
-            assert!(after <= Duration::from_secs(5), "within idleFor + 2 s: {after:?}");
+            println!(
+                "WhenIdle: Succeeded {:.2} s after the agent went idle (idleFor 3 s)",
+                after.as_secs_f64()
+            );
+            assert!(
+                after >= Duration::from_millis(2900),
+                "not before idleFor: {after:?}"
+            );
+            assert!(
+                after <= Duration::from_secs(5),
+                "within idleFor + 2 s: {after:?}"
+            );
             let ready = condition(&done, "Ready").unwrap();
             assert_eq!(ready.1, "Completed", "{ready:?}");
             assert_eq!(agent_status(&done).delivered_messages, 2);
             assert_eq!(agent_status(&done).state, None, "no agent runs any more");
             wait_for_deletion(&ns.api::<Pod>(), "w", T, "the pod stopped").await;
-            let record = fake.installation_tokens().into_iter().find(|t| t.token == token).unwrap();
+            let record = fake
+                .installation_tokens()
+                .into_iter()
+                .find(|t| t.token == token)
+                .unwrap();
             assert!(record.revoked, "the session's token was revoked");
             assert_eq!(condition(&done, "CredentialsReady").unwrap().1, "Revoked");
             assert_eq!(agent.received().len(), 2);
@@ -345,26 +360,12 @@ async fn when_idle_succeeds_idle_for_after_the_last_reply_stops_the_pod_and_revo
         .await;
 }
 
-/// A PersistentVolume for a claim to bind to (the test cluster has no provisioner).
-async fn volume(ns: &TestNamespace) -> String {
-    let class = format!("manual-{}", ns.name);
-    let pvs: Api<PersistentVolume> = Api::all(ns.client.clone());
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": format!("pv-{}", ns.name)},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                 "hostPath": {"path": format!("/tmp/{}", ns.name)}, "persistentVolumeReclaimPolicy": "Delete"},
-    }))
-    .unwrap();
-    pvs.create(&PostParams::default(), &pv).await.unwrap();
-    class
-}
-
 #[tokio::test]
 async fn idle_timeout_suspends_or_expires_on_time_and_a_new_message_resumes_a_suspended_session() {
     install_crds_into(env());
     env()
         .with_namespace("conv-timeout", |ns| async move {
-            let class = volume(&ns).await;
+            let class = manual_volume(&ns).await;
             let agents = host(&ns, Script { work: Duration::from_millis(200), ..Script::default() }).await;
             let fake = fake_with_repo().await;
             let _op = start_operator(&ns, &fake.url());

@@ -14,27 +14,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 const IMAGE: &str = "ghcr.io/ccplant/agent:1";
-
-fn session(name: &str, spec: Value) -> AgentSession {
-    serde_json::from_value(json!({
-        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-async fn create_session(ns: &TestNamespace, s: &AgentSession) -> AgentSession {
-    ns.api::<AgentSession>()
-        .create(&PostParams::default(), s)
-        .await
-        .unwrap()
-}
 
 async fn wait_session(
     ns: &TestNamespace,
@@ -235,16 +219,7 @@ async fn suspend_keeps_the_workspace_and_resume_starts_a_new_pod_on_it() {
     install_crds();
     TestEnv::global()
         .with_namespace("ags-suspend", |ns| async move {
-            // A PersistentVolume for the claim to bind to (the test cluster has no provisioner).
-            let class = format!("manual-{}", ns.name);
-            let pvs: Api<PersistentVolume> = Api::all(ns.client.clone());
-            let pv: PersistentVolume = serde_json::from_value(json!({
-                "metadata": {"name": format!("pv-{}", ns.name)},
-                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                         "hostPath": {"path": format!("/tmp/{}", ns.name)}, "persistentVolumeReclaimPolicy": "Delete"},
-            }))
-            .unwrap();
-            pvs.create(&PostParams::default(), &pv).await.unwrap();
+            let class = manual_volume(&ns).await;
             let fake = fake_with_repo().await;
             let _op = operator(&ns, &fake.url());
             let spec = json!({"agent": {"image": IMAGE}, "workspace": {"size": "1Gi", "storageClassName": class}});
@@ -281,7 +256,7 @@ async fn suspend_keeps_the_workspace_and_resume_starts_a_new_pod_on_it() {
             assert_eq!(claim(&second).as_deref(), Some("w-workspace"), "on the same PVC");
             ns.api::<AgentSession>().delete("w", &DeleteParams::background()).await.unwrap();
             wait_for_deletion(&ns.api::<PersistentVolumeClaim>(), "w-workspace", T, "PVC collected").await;
-            let _ = pvs.delete(&format!("pv-{}", ns.name), &DeleteParams::default()).await;
+            let _ = Api::<PersistentVolume>::all(ns.client.clone()).delete(&format!("pv-{}", ns.name), &DeleteParams::default()).await;
         })
         .await;
 }
@@ -328,16 +303,9 @@ async fn an_app_token_is_restricted_refreshed_in_place_and_revoked_at_the_end() 
     install_crds();
     TestEnv::global()
         .with_namespace("ags-app", |ns| async move {
-            use ccplant_testenv::fake_github::test_keys::{TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
             let fake = fake_with_repo().await;
-            fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
+            app_secret(&ns, &fake).await;
             fake.set_installation_token_ttl(Duration::from_secs(8));
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": "app"},
-                "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
-            }))
-            .unwrap();
-            ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
             let _op = operator(&ns, &fake.url());
             let spec = json!({
                 "agent": {"image": IMAGE}, "repository": {"name": "octo/hello"},

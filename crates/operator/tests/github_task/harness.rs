@@ -2,10 +2,10 @@
 //! binary running as a separate process (so tests can SIGKILL it) scoped to that namespace.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
-use ccplant_api::{GitHubTask, GitHubTaskPhase};
+use ccplant_api::{AgentSession, GitHubTask, GitHubTaskPhase};
 use ccplant_testenv::fake_github::FakeGitHub;
 use ccplant_testenv::{TestEnv, TestNamespace, wait_for};
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -413,4 +413,54 @@ pub async fn wait_event(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An AgentSession named `name` with `spec`.
+pub fn session(name: &str, spec: serde_json::Value) -> AgentSession {
+    serde_json::from_value(json!({
+        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+pub async fn create_session(ns: &TestNamespace, s: &AgentSession) -> AgentSession {
+    ns.api::<AgentSession>()
+        .create(&PostParams::default(), s)
+        .await
+        .unwrap()
+}
+
+/// A PersistentVolume of a storage class of the namespace's own, for a workspace claim to bind
+/// to (the test cluster has no provisioner); returns the class.
+pub async fn manual_volume(ns: &TestNamespace) -> String {
+    let class = format!("manual-{}", ns.name);
+    let pvs: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pv-{}", ns.name)},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                 "hostPath": {"path": format!("/tmp/{}", ns.name)}, "persistentVolumeReclaimPolicy": "Delete"},
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    class
+}
+
+/// GitHub App 4242 (installation 77 on `octo`) on the fake, and its credentials in the Secret
+/// `app`.
+pub async fn app_secret(ns: &TestNamespace, fake: &FakeGitHub) {
+    use ccplant_testenv::fake_github::test_keys::{
+        TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
+    };
+    fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
 }

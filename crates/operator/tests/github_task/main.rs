@@ -462,14 +462,7 @@ async fn a_task_with_github_app_credentials_uses_an_installation_token() {
     TestEnv::global()
         .with_namespace("ght-app", |ns| async move {
             let fake = fake_with_repo().await;
-            use ccplant_testenv::fake_github::test_keys::{TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
-            fake.add_app(4242, TEST_APP_PUBLIC_KEY_PEM, 77, "octo");
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": "app"},
-                "stringData": {"app-id": "4242", "installation-id": "77", "private-key": TEST_APP_PRIVATE_KEY_PEM},
-            }))
-            .unwrap();
-            ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+            app_secret(&ns, &fake).await;
             let mut op = Operator::new(&ns.name, &fake.url(), &[]);
             op.start();
             for i in 0..3 {
