@@ -117,6 +117,7 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new(MESSAGES_APPEND_ONLY_RULE).message(MESSAGES_APPEND_ONLY_MESSAGE),
+    validation = Rule::new(PROMPT_IMMUTABLE_RULE).message(PROMPT_IMMUTABLE_MESSAGE),
     validation = Rule::new(DISTINCT_PORTS_RULE).message(DISTINCT_PORTS_MESSAGE)
 )]
 pub struct AgentSessionSpec {
@@ -126,7 +127,7 @@ pub struct AgentSessionSpec {
 
     /// Initial task for the agent. It is passed to the pod (environment variable AGENT_PROMPT
     /// and a file) and delivered as the first user message through the agent API once the
-    /// agent is ready.
+    /// agent is ready. Set at creation only: it cannot be changed, added or removed later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_PROMPT_LENGTH))]
     pub prompt: Option<String>,

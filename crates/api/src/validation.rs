@@ -71,6 +71,13 @@ pub const MESSAGES_APPEND_ONLY_RULE: &str = "!has(oldSelf.messages) || oldSelf.m
 pub const MESSAGES_APPEND_ONLY_MESSAGE: &str =
     "messages is append-only: existing entries cannot be changed or removed";
 
+/// `AgentSession.spec`: the prompt is the first message of the conversation; it is set at
+/// creation or never.
+pub const PROMPT_IMMUTABLE_RULE: &str = "has(self.prompt) == has(oldSelf.prompt) && (!has(self.prompt) || self.prompt == oldSelf.prompt)";
+/// Message of [`PROMPT_IMMUTABLE_RULE`].
+pub const PROMPT_IMMUTABLE_MESSAGE: &str =
+    "prompt cannot be changed, added or removed after creation: send follow-ups with messages";
+
 /// `AgentSession.spec`: the pod's ports must not collide.
 pub const DISTINCT_PORTS_RULE: &str = "(!self.?editor.?enabled.orValue(false) || self.editor.?port.orValue(8080) != self.?agent.?port.orValue(3284)) && self.?telemetry.?metricsPort.orValue(9464) != self.?agent.?port.orValue(3284) && (!self.?editor.?enabled.orValue(false) || self.editor.?port.orValue(8080) != self.?telemetry.?metricsPort.orValue(9464))";
 /// Message of [`DISTINCT_PORTS_RULE`].

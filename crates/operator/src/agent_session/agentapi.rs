@@ -7,6 +7,7 @@
 //! Message contents are user data: they never reach a log line from here.
 
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use http_body_util::{BodyExt, BodyStream, Full};
 use hyper_util::client::legacy::Client;
@@ -18,6 +19,13 @@ use std::time::Duration;
 
 /// Deadline of one request (and of the event stream's response headers).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of `POST /message`: agentapi answers once the agent started on the message.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalive of the connections: a silently dropped peer (a vanished node) breaks the
+/// otherwise quiet event stream within about a minute.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
 /// Deadline of a TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest response body read (messages of a long conversation).
@@ -58,8 +66,9 @@ impl AgentError {
         }
     }
 
-    /// The agent refused a user message because it was not waiting for input (agentapi
-    /// answers a 4xx error when the status is not `stable`).
+    /// The agent refused the request (4xx: e.g. a request agentapi's validation rejects).
+    /// agentapi answers a user message sent while the agent is not `stable` with a 500, which
+    /// counts as [`AgentError::ambiguous`].
     pub fn is_refusal(&self) -> bool {
         matches!(self, AgentError::Status { status, .. } if (400..500).contains(status))
     }
@@ -100,6 +109,17 @@ pub struct Message {
     pub id: i64,
     pub content: String,
     pub role: Role,
+    /// When the message was written (agentapi's clock); absent or unreadable → `None`.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// An RFC 3339 time, or `None` for anything else (the time only refines activity tracking).
+fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    Ok(raw
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,7 +143,12 @@ struct MessageResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentEvent {
     /// `message_update`: a message was added or (the agent's last one) grew.
-    Message { id: i64, role: Role, text: String },
+    Message {
+        id: i64,
+        role: Role,
+        text: String,
+        time: Option<DateTime<Utc>>,
+    },
     /// `status_change`.
     Status(Status),
     /// `agent_error`, or an event this client does not know.
@@ -135,6 +160,8 @@ struct MessageUpdate {
     id: i64,
     message: String,
     role: Role,
+    #[serde(default, deserialize_with = "lenient_time")]
+    time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +186,9 @@ impl AgentApi {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        connector.set_keepalive(Some(KEEPALIVE));
+        connector.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+        connector.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
@@ -173,6 +203,7 @@ impl AgentApi {
         path: &'static str,
         body: Option<Vec<u8>>,
         accept: &'static str,
+        timeout: Duration,
     ) -> Result<http::Response<hyper::body::Incoming>, AgentError> {
         let mut req = http::Request::builder()
             .method(method)
@@ -188,11 +219,11 @@ impl AgentApi {
                 path,
                 detail: e.to_string(),
             })?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
+        let resp = tokio::time::timeout(timeout, self.client.request(req))
             .await
             .map_err(|_| AgentError::Timeout {
                 addr,
-                secs: REQUEST_TIMEOUT.as_secs(),
+                secs: timeout.as_secs(),
             })?
             .map_err(|e| AgentError::Connect {
                 addr,
@@ -217,7 +248,14 @@ impl AgentApi {
         path: &'static str,
     ) -> Result<T, AgentError> {
         let resp = self
-            .send(addr, http::Method::GET, path, None, "application/json")
+            .send(
+                addr,
+                http::Method::GET,
+                path,
+                None,
+                "application/json",
+                REQUEST_TIMEOUT,
+            )
             .await?;
         let body = read_body(addr, path, resp).await?;
         serde_json::from_slice(&body).map_err(|e| AgentError::Protocol {
@@ -264,6 +302,7 @@ impl AgentApi {
                 path,
                 Some(body),
                 "application/json",
+                POST_TIMEOUT,
             )
             .await?;
         let body = read_body(addr, path, resp).await?;
@@ -292,7 +331,14 @@ impl AgentApi {
     ) -> Result<impl Stream<Item = Result<AgentEvent, AgentError>> + Send + use<>, AgentError> {
         let path = "/events";
         let resp = self
-            .send(addr, http::Method::GET, path, None, "text/event-stream")
+            .send(
+                addr,
+                http::Method::GET,
+                path,
+                None,
+                "text/event-stream",
+                REQUEST_TIMEOUT,
+            )
             .await?;
         let body = BodyStream::new(resp.into_body());
         let state = (
@@ -397,6 +443,7 @@ fn decode_event(ev: SseEvent) -> AgentEvent {
                 id: m.id,
                 role: m.role,
                 text: m.message,
+                time: m.time,
             },
             Err(_) => AgentEvent::Other,
         },
@@ -414,6 +461,8 @@ fn decode_event(ev: SseEvent) -> AgentEvent {
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: BytesMut,
+    /// Bytes of `buf` already scanned for a line end.
+    scanned: usize,
     current: SseEvent,
     has_data: bool,
 }
@@ -423,7 +472,11 @@ impl SseParser {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(end) = self.buf.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(found) = self.buf[self.scanned..]
+            .iter()
+            .position(|b| *b == b'\n' || *b == b'\r')
+        {
+            let end = self.scanned + found;
             // A '\r' at the very end may be the first half of "\r\n": wait for more.
             if self.buf[end] == b'\r' && end + 1 == self.buf.len() {
                 break;
@@ -434,9 +487,12 @@ impl SseParser {
                 1
             };
             let line = self.buf.split_to(end + skip);
+            self.scanned = 0;
             let line = String::from_utf8_lossy(&line[..end]).into_owned();
             self.line(&line, &mut out);
         }
+        // What is left holds no line end, but a final '\r' may be the start of "\r\n".
+        self.scanned = self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'));
         if self.buf.len() + self.current.data.len() > MAX_EVENT {
             return Err(format!("an event is larger than {MAX_EVENT} bytes"));
         }
@@ -504,7 +560,8 @@ mod tests {
             AgentEvent::Message {
                 id: 1,
                 role: Role::Agent,
-                text: "hi".into()
+                text: "hi".into(),
+                time: DateTime::from_timestamp(1_735_689_600, 0),
             }
         );
         assert_eq!(

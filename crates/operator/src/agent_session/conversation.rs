@@ -45,8 +45,12 @@ pub const ACTIVITY_GAP: Duration = Duration::from_secs(30);
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How long a stopping worker may finish a request in flight.
-const STOP_GRACE: Duration = Duration::from_secs(12);
+/// How long a stopping worker may finish a send in flight (the pod is about to go: its count
+/// must be right for the next pod).
+const STOP_GRACE: Duration = Duration::from_secs(super::agentapi::POST_TIMEOUT.as_secs() + 2);
+/// The same at shutdown: the next leader re-reads the same agent's conversation anyway, and the
+/// lease should pass quickly.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Whether the agent API answers, as `AgentReachable` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -150,7 +154,8 @@ pub struct Seed {
 pub struct Conversations {
     api: AgentApi,
     permits: Arc<Semaphore>,
-    workers: Mutex<HashMap<String, Handle>>,
+    workers: Arc<Mutex<HashMap<String, Handle>>>,
+    generation: std::sync::atomic::AtomicU64,
     trigger: mpsc::UnboundedSender<ObjectRef<AgentSession>>,
     sessions: Mutex<Option<Store<AgentSession>>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -163,6 +168,8 @@ impl std::fmt::Debug for Conversations {
 }
 
 struct Handle {
+    /// Tells this worker's entry from a later one of the same session.
+    generation: u64,
     pod_uid: u64,
     addr: SocketAddr,
     outbox: watch::Sender<Arc<Vec<String>>>,
@@ -179,10 +186,10 @@ struct Shared {
 
 impl Shared {
     fn view(&self) -> View {
-        let live = lock(&self.live).clone();
+        let facts = lock(&self.live).facts();
         View {
             published: lock(&self.published).clone(),
-            facts: live.facts(),
+            facts,
         }
     }
 }
@@ -211,6 +218,9 @@ struct Live {
     last_activity: DateTime<Utc>,
     last_agent_message: Option<String>,
     last_agent_id: i64,
+    /// When this worker started: an agent it has not reached counts as quiet since then at the
+    /// earliest (after an operator restart the stored activity time may be long past).
+    started: DateTime<Utc>,
 }
 
 impl Live {
@@ -239,6 +249,7 @@ impl Live {
             last_activity: target.seed.last_activity.unwrap_or(now).min(now),
             last_agent_message: target.seed.last_agent_message.clone(),
             last_agent_id: -1,
+            started: now,
         }
     }
 
@@ -252,16 +263,24 @@ impl Live {
         let delivered = self.delivered();
         let pending = self.outbox_len.saturating_sub(delivered);
         let settled_since = (reachable && idle && pending == 0).then(|| {
-            let since = self.idle_since.unwrap_or(self.last_activity);
+            let since = self
+                .idle_since
+                .unwrap_or(self.last_activity)
+                .max(self.last_activity);
             self.last_delivery.map_or(since, |d| since.max(d))
         });
+        let last_activity = if self.verified {
+            self.last_activity
+        } else {
+            self.last_activity.max(self.started)
+        };
         Facts {
             reachable,
             idle,
             delivered,
             pending,
             settled_since,
-            last_activity: self.last_activity,
+            last_activity,
         }
     }
 
@@ -320,7 +339,8 @@ impl Conversations {
             Self {
                 api: AgentApi::new(),
                 permits: Arc::new(Semaphore::new(concurrency.max(1))),
-                workers: Mutex::new(HashMap::new()),
+                workers: Arc::new(Mutex::new(HashMap::new())),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 trigger,
                 sessions: Mutex::new(None),
                 metrics,
@@ -368,7 +388,14 @@ impl Conversations {
         });
         let (outbox_tx, outbox_rx) = watch::channel(Arc::new(target.outbox.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let worker = Worker {
+            seed_idle: target.seed.idle_since,
+            status_before_break: None,
+            registry: Arc::downgrade(&self.workers),
+            generation,
             api: self.api.clone(),
             permits: self.permits.clone(),
             shared: shared.clone(),
@@ -391,6 +418,7 @@ impl Conversations {
         workers.insert(
             target.session_uid.clone(),
             Handle {
+                generation,
                 pod_uid: target.pod_uid,
                 addr: target.addr,
                 outbox: outbox_tx,
@@ -405,10 +433,14 @@ impl Conversations {
     /// Stops the session's worker, letting a request in flight finish, and returns its last
     /// state.
     pub async fn stop(&self, session_uid: &str) -> Option<Snapshot> {
+        self.stop_within(session_uid, STOP_GRACE).await
+    }
+
+    async fn stop_within(&self, session_uid: &str, grace: Duration) -> Option<Snapshot> {
         let handle = lock(&self.workers).remove(session_uid)?;
         let _ = handle.stop.send(true);
         let mut task = handle.task;
-        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();
         }
         let snapshot = lock(&handle.shared.live).snapshot();
@@ -423,7 +455,7 @@ impl Conversations {
     /// Stops every worker (shutdown, before the lease is released).
     pub async fn shutdown(&self) {
         let uids: Vec<String> = lock(&self.workers).keys().cloned().collect();
-        futures::future::join_all(uids.iter().map(|u| self.stop(u))).await;
+        futures::future::join_all(uids.iter().map(|u| self.stop_within(u, SHUTDOWN_GRACE))).await;
     }
 
     /// Number of workers (for metrics and tests).
@@ -437,6 +469,14 @@ impl Conversations {
 }
 
 struct Worker {
+    /// The stored status's idle start, for the first connection only.
+    seed_idle: Option<DateTime<Utc>>,
+    /// The agent's status when the last connection broke.
+    status_before_break: Option<Status>,
+    /// Where the worker's entry lives: a worker that ends by itself (its session is gone)
+    /// removes it.
+    registry: std::sync::Weak<Mutex<HashMap<String, Handle>>>,
+    generation: u64,
     api: AgentApi,
     permits: Arc<Semaphore>,
     shared: Arc<Shared>,
@@ -448,6 +488,15 @@ struct Worker {
     stop: watch::Receiver<bool>,
     last_publish: Option<Instant>,
     publish_at: Option<Instant>,
+}
+
+/// What one delivery attempt did.
+enum Delivery {
+    /// Nothing to send, or not now (stopping).
+    Nothing,
+    Sent,
+    /// The agent is not waiting for input after all.
+    NotYet,
 }
 
 /// How a connected period ended.
@@ -474,6 +523,7 @@ impl Worker {
                     self.unreachable(&e);
                     if !self.session_exists() {
                         debug!("session gone, agent worker stops");
+                        self.deregister();
                         return;
                     }
                     let delay = backoff(failures);
@@ -483,6 +533,19 @@ impl Worker {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Removes this worker's entry (not a newer one of the same session).
+    fn deregister(&self) {
+        if let Some(registry) = self.registry.upgrade() {
+            let mut workers = lock(&registry);
+            if workers
+                .get(&self.target.session_uid)
+                .is_some_and(|h| h.generation == self.generation)
+            {
+                workers.remove(&self.target.session_uid);
             }
         }
     }
@@ -516,6 +579,9 @@ impl Worker {
                 reason: e.reason().to_string(),
                 message: e.to_string(),
             };
+            if live.status.is_some() {
+                self.status_before_break = live.status;
+            }
             live.status = None;
             live.verified = false;
         }
@@ -552,14 +618,18 @@ impl Worker {
         let mut first_status = true;
         let mut retry_at: Option<Instant> = None;
         let mut refusals: u32 = 0;
+        // The pending retry waits for the agent to become stable (not a refusal's backoff).
+        let mut refusals_pending_status = false;
         loop {
             if retry_at.is_none_or(|t| t <= Instant::now()) {
                 retry_at = None;
                 match self.deliver().await {
-                    Ok(sent) => {
-                        if sent {
-                            refusals = 0;
-                        }
+                    Ok(Delivery::Nothing) => {}
+                    Ok(Delivery::Sent) => refusals = 0,
+                    Ok(Delivery::NotYet) => {
+                        retry_at = Some(Instant::now() + backoff(refusals));
+                        refusals = refusals.saturating_add(1);
+                        refusals_pending_status = true;
                     }
                     Err(e) if e.is_refusal() || e.ambiguous() => {
                         // Refused (the agent was not waiting after all, or rejects the
@@ -567,6 +637,7 @@ impl Worker {
                         // attempt re-reads the conversation first.
                         let delay = backoff(refusals);
                         refusals = refusals.saturating_add(1);
+                        refusals_pending_status = false;
                         warn!(error = %e, retry_in = ?delay, "message not delivered, retrying");
                         retry_at = Some(Instant::now() + delay);
                     }
@@ -584,13 +655,17 @@ impl Worker {
                     }
                     Some(Err(e)) => return Ended::Broken(e),
                     Some(Ok(ev)) => {
-                        self.on_event(ev, &mut first_status);
+                        let mut status = self.on_event(ev, &mut first_status);
                         // Take every event already buffered before acting.
                         while let Some(Some(more)) = futures::FutureExt::now_or_never(events.next()) {
                             match more {
-                                Ok(ev) => self.on_event(ev, &mut first_status),
+                                Ok(ev) => status |= self.on_event(ev, &mut first_status),
                                 Err(e) => return Ended::Broken(e),
                             }
+                        }
+                        // A status event is the news a waiting delivery waits for.
+                        if status && retry_at.is_some() && refusals_pending_status {
+                            retry_at = None;
                         }
                     }
                 },
@@ -611,8 +686,10 @@ impl Worker {
         }
     }
 
-    fn on_event(&mut self, ev: AgentEvent, first_status: &mut bool) {
+    /// Applies one event; true for a status event.
+    fn on_event(&mut self, ev: AgentEvent, first_status: &mut bool) -> bool {
         let now = Utc::now();
+        let is_status = matches!(ev, AgentEvent::Status(_));
         let outbox = self.outbox.borrow().clone();
         let mut live = lock(&self.shared.live);
         match ev {
@@ -623,14 +700,16 @@ impl Worker {
                     *first_status = false;
                     live.status = Some(s);
                     if s == Status::Stable {
-                        let since = self
-                            .target
-                            .seed
+                        // Idle since: the stored status's word on the first connection; after
+                        // a broken stream, the earlier start if it was idle then too; else
+                        // now. The agent's message times move it later if it worked since.
+                        let seeded = self.seed_idle.take();
+                        let kept = live
                             .idle_since
-                            .unwrap_or(live.last_activity)
-                            .min(now);
-                        live.idle_since = Some(since);
+                            .filter(|_| self.status_before_break == Some(Status::Stable));
+                        live.idle_since = Some(seeded.or(kept).unwrap_or(now).min(now));
                     } else {
+                        self.seed_idle = None;
                         live.activity(now);
                     }
                 } else if live.status != Some(s) {
@@ -641,29 +720,44 @@ impl Worker {
                     }
                 }
             }
-            AgentEvent::Message { id, role, text } => match role {
+            AgentEvent::Message {
+                id,
+                role,
+                text,
+                time,
+            } => match role {
                 Role::User => {
                     let hash = message_hash(&text);
                     if live.user_messages.get(&id) != Some(&hash) {
                         live.user_messages.insert(id, hash);
                         live.recount(&outbox);
                     }
+                    if let Some(t) = time {
+                        live.activity(t.min(now));
+                    }
                 }
                 Role::Agent => {
                     if id >= live.last_agent_id {
                         live.last_agent_id = id;
                         let short = AgentStatus::truncate_agent_message(&text);
-                        if live.last_agent_message.as_deref() != Some(short.as_str()) {
+                        let changed = live.last_agent_message.as_deref() != Some(short.as_str());
+                        if changed {
                             live.last_agent_message = Some(short);
-                            if !*first_status {
-                                live.activity(now);
-                            }
+                        }
+                        // The message's own time (which tells what happened while nobody
+                        // watched), and now for a change seen live.
+                        if let Some(t) = time {
+                            live.activity(t.min(now));
+                        }
+                        if changed && !*first_status {
+                            live.activity(now);
                         }
                     }
                 }
             },
             AgentEvent::Other => {}
         }
+        is_status
     }
 
     /// `GET /messages` into the live state.
@@ -674,7 +768,11 @@ impl Worker {
         };
         let outbox = self.outbox.borrow().clone();
         let mut live = lock(&self.shared.live);
+        let now = Utc::now();
         for m in messages {
+            if let Some(t) = m.time {
+                live.activity(t.min(now));
+            }
             match m.role {
                 Role::User => {
                     live.user_messages.insert(m.id, message_hash(&m.content));
@@ -694,31 +792,45 @@ impl Worker {
     }
 
     /// Sends the next outbox entry when the agent waits for input: confirmed against
-    /// `/messages` and `/status` right before the send.
-    /// True when it sent one.
-    async fn deliver(&mut self) -> Result<bool, AgentError> {
+    /// `/messages` and `/status` right before the send. Stops waiting (for a permit or the
+    /// reads) when the worker is told to stop; a send already under way is finished.
+    async fn deliver(&mut self) -> Result<Delivery, AgentError> {
         let ready = {
             let live = lock(&self.shared.live);
             live.status == Some(Status::Stable) && live.delivered() < live.outbox_len
         };
         if !ready {
-            return Ok(false);
+            return Ok(Delivery::Nothing);
         }
-        self.sync_messages().await?;
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return Ok(Delivery::Nothing);
+        }
+        tokio::select! {
+            r = self.sync_messages() => r?,
+            _ = stop.changed() => return Ok(Delivery::Nothing),
+        }
         let outbox = self.outbox.borrow().clone();
         let next = {
             let live = lock(&self.shared.live);
             let i = live.delivered();
             if i >= outbox.len() {
-                return Ok(false);
+                return Ok(Delivery::Nothing);
             }
             i
         };
-        let _permit = self.permits.acquire().await;
         let addr = self.target.addr;
-        if self.api.status(addr).await? != Status::Stable {
-            lock(&self.shared.live).status = Some(Status::Running);
-            return Ok(false);
+        let (_permit, status) = tokio::select! {
+            r = async {
+                let permit = self.permits.acquire().await;
+                (permit, self.api.status(addr).await)
+            } => r,
+            _ = stop.changed() => return Ok(Delivery::Nothing),
+        };
+        if status? != Status::Stable {
+            // The stream said stable, the agent says otherwise: its next status event, or a
+            // retry with backoff, tells.
+            return Ok(Delivery::NotYet);
         }
         self.api.send_user_message(addr, &outbox[next]).await?;
         self.metrics.agent_delivered();
@@ -735,7 +847,7 @@ impl Worker {
         live.status = Some(Status::Running);
         live.last_delivery = Some(now);
         live.activity(now);
-        Ok(true)
+        Ok(Delivery::Sent)
     }
 
     /// Publishes the live snapshot when it changed, no sooner than the gap allows; otherwise
@@ -865,6 +977,30 @@ mod tests {
         assert_eq!(live.facts().settled_since, Some(later));
         live.status = Some(Status::Running);
         assert_eq!(live.facts().settled_since, None);
+    }
+
+    #[test]
+    fn an_agent_not_reached_yet_is_quiet_since_the_worker_started_at_the_earliest() {
+        let mut t = target(&[], 0);
+        let long_ago = Utc::now() - chrono::Duration::hours(3);
+        t.seed = Seed {
+            state: Some(AgentState::Idle),
+            reachable: Reachability::Reachable,
+            idle_since: Some(long_ago),
+            last_activity: Some(long_ago),
+            ..Seed::default()
+        };
+        let now = Utc::now();
+        let mut live = Live::new(&t, now);
+        // Restarted operator: the stored status says idle for hours, but nothing is decided on
+        // it before this worker reached the agent.
+        assert_eq!(live.facts().last_activity, now);
+        assert_eq!(live.facts().settled_since, None);
+        assert_eq!(live.snapshot().state, Some(AgentState::Idle), "status unchanged");
+        live.verified = true;
+        live.idle_since = Some(long_ago);
+        assert_eq!(live.facts().last_activity, long_ago);
+        assert_eq!(live.facts().settled_since, Some(long_ago));
     }
 
     #[test]

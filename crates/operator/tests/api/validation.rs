@@ -458,7 +458,7 @@ async fn githubtask_spec_is_immutable_but_metadata_is_not() {
 }
 
 #[tokio::test]
-async fn agentsession_messages_are_append_only() {
+async fn agentsession_messages_are_append_only_and_the_prompt_is_fixed() {
     install_crds().await;
     let env = TestEnv::global();
     env.with_namespace("append-only", |ns| async move {
@@ -470,6 +470,13 @@ async fn agentsession_messages_are_append_only() {
         )
         .await
         .expect("create");
+        create(
+            &api,
+            &object(Kind::Session, "p", &json!({"prompt": "the task"})),
+            false,
+        )
+        .await
+        .expect("create with a prompt");
 
         for (what, messages) in [
             ("editing an entry", json!(["changed"])),
@@ -497,6 +504,46 @@ async fn agentsession_messages_are_append_only() {
         api.replace("s", &PostParams::default(), &obj)
             .await
             .expect("appending is allowed");
+        // The prompt is the conversation's first message: fixed at creation.
+        for (what, prompt) in [
+            ("adding a prompt", json!("a prompt after the fact")),
+            ("removing the prompt", Value::Null),
+        ] {
+            let mut obj = api
+                .get(if prompt.is_null() { "p" } else { "s" })
+                .await
+                .unwrap_or_else(|_| panic!("{what}: get"));
+            let name = obj.metadata.name.clone().unwrap();
+            match &prompt {
+                Value::Null => {
+                    obj.data["spec"].as_object_mut().unwrap().remove("prompt");
+                }
+                p => obj.data["spec"]["prompt"] = p.clone(),
+            }
+            let err = api
+                .replace(&name, &PostParams::default(), &obj)
+                .await
+                .expect_err(what);
+            let kube::Error::Api(status) = err else {
+                panic!("{what}: unexpected error {err}")
+            };
+            assert!(
+                status.message.contains(v::PROMPT_IMMUTABLE_MESSAGE),
+                "{what}: {}",
+                status.message
+            );
+        }
+        let mut obj = api.get("p").await.unwrap();
+        obj.data["spec"]["prompt"] = json!("another task");
+        let err = api
+            .replace("p", &PostParams::default(), &obj)
+            .await
+            .expect_err("changing the prompt");
+        assert!(
+            err.to_string().contains(v::PROMPT_IMMUTABLE_MESSAGE),
+            "changing the prompt: {err}"
+        );
+
         // Other spec fields of a session stay editable (e.g. suspend).
         let mut obj = api.get("s").await.unwrap();
         obj.data["spec"]["suspend"] = json!(true);
