@@ -13,7 +13,7 @@ use ccplant_testenv::{TestEnv, TestNamespace, wait_for, wait_for_deletion};
 use harness::*;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
 
 const T: Duration = Duration::from_secs(60);
@@ -537,4 +537,136 @@ async fn a_chatty_agent_costs_at_most_one_status_write_per_coalescing_window() {
             agents.stop().await;
         })
         .await;
+}
+
+/// The real agentapi (github.com/coder/agentapi, built from its Go module by the test env) in
+/// front of a scripted agent program, configured only by the environment the operator gave
+/// the session's pod (AGENTAPI_PORT, AGENTAPI_ALLOWED_HOSTS). agentapi listens on every
+/// address, so the operator reaches it at the pod's loopback IP; the session's agent port is a
+/// free one, so it collides with no other test's agent.
+#[tokio::test]
+async fn the_real_agentapi_gets_the_prompt_and_each_message_once_and_the_session_completes() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-real", |ns| async move {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let fake = fake_with_repo().await;
+            let _op = start_operator(&ns, &fake.url());
+            create_session(
+                &ns,
+                &session(
+                    "real",
+                    json!({
+                        "agent": {"image": IMAGE, "type": "custom", "port": port},
+                        "prompt": "fix the bug", "messages": ["add a test"],
+                        "completion": {"mode": "WhenIdle", "idleFor": "2s"},
+                    }),
+                ),
+            )
+            .await;
+            let pod = wait_for(&ns.api::<Pod>(), "real", T, "the session pod", |_: &Pod| {
+                true
+            })
+            .await;
+            let agent_env: Vec<(String, String)> = pod
+                .spec
+                .unwrap()
+                .containers
+                .into_iter()
+                .find(|c| c.name == "agent")
+                .unwrap()
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.name.starts_with("AGENTAPI_"))
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect();
+            assert_eq!(agent_env.len(), 2, "{agent_env:?}");
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../testenv/scripts/scripted-agent.sh");
+            let log = std::env::temp_dir().join(format!("agentapi-{}.log", ns.name));
+            let log_file = std::fs::File::create(&log).unwrap();
+            let mut server = tokio::process::Command::new(&env().bins.agentapi)
+                .args(["server", "--type", "custom", "--"])
+                .arg(&script)
+                .envs(agent_env)
+                .env("AGENT_WORK_SECONDS", "1")
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start agentapi");
+
+            let done = wait_session(
+                &ns,
+                "real",
+                "Succeeded",
+                Duration::from_secs(90),
+                phase_is(AgentSessionPhase::Succeeded),
+            )
+            .await;
+            let a = agent_status(&done);
+            assert_eq!(a.delivered_messages, 2);
+            assert!(
+                a.last_agent_message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("done: add a test")),
+                "{:?}",
+                a.last_agent_message
+            );
+            assert_eq!(condition(&done, "Ready").unwrap().1, "Completed");
+
+            // What agentapi recorded: each message once, in order.
+            let body = reqwest_like_get(&format!("127.0.0.1:{port}"), "/messages").await;
+            let messages: Value = serde_json::from_str(&body).unwrap();
+            let users: Vec<&str> = messages["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(|m| m["content"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                users,
+                ["fix the bug", "add a test"],
+                "{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            let _ = server.kill().await;
+        })
+        .await;
+}
+
+/// A plain HTTP/1.1 GET over TCP (the tests need no HTTP client for one request).
+async fn reqwest_like_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One or more chunks: size line, data, CRLF.
+        let mut rest = body;
+        let mut data = String::new();
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            data.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        return data;
+    }
+    body.to_string()
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, etcd, kwok, helm) from Go modules served by the module proxy, once per version set,
-# into a cache directory outside the repository. Prints the bin directory on stdout.
+# kubectl, etcd, kwok, helm) and agentapi (the agent HTTP API the operator talks to, for the
+# conversation tests) from Go modules served by the module proxy, once per version set, into a
+# cache directory outside the repository. Prints the bin directory on stdout.
 #
 # No Docker, no binary downloads: everything comes from Go modules.
 set -euo pipefail
@@ -10,6 +11,8 @@ K8S_VERSION="${CCPLANT_K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${CCPLANT_ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${CCPLANT_KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${CCPLANT_HELM_VERSION:-v3.22.0}"
+# The newest agentapi release the module proxy serves here (v0.11 and v0.12 are refused).
+AGENTAPI_VERSION="${CCPLANT_AGENTAPI_VERSION:-v0.10.0}"
 
 CACHE_ROOT="${CCPLANT_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ccplant-testenv}"
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
@@ -18,7 +21,7 @@ STAMP="$CACHE_ROOT/$KEY/.complete"
 
 log() { echo "testenv-build: $*" >&2; }
 
-if [[ -f "$STAMP" ]]; then
+if [[ -f "$STAMP" && -x "$BIN/agentapi" ]]; then
   echo "$BIN"
   exit 0
 fi
@@ -116,10 +119,23 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" >&2
 }
 
+build_agentapi() {
+  local mod="$WORK/agentapi"
+  mkdir -p "$mod"
+  # `go install …@version` asks the proxy for the version list (refused for this module), so
+  # build it from a small main module that requires it.
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/coder/agentapi"\n' >"$mod/tools.go"
+  printf 'module ccplant.local/agentapi\n\ngo 1.25.0\n\nrequire github.com/coder/agentapi %s\n' "$AGENTAPI_VERSION" >"$mod/go.mod"
+  (cd "$mod" && go mod tidy >&2)
+  log "building agentapi ${AGENTAPI_VERSION}"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$BIN/agentapi" github.com/coder/agentapi >&2)
+}
+
 start=$(date +%s)
 [[ -x "$BIN/etcd" ]] || build_etcd
 [[ -x "$BIN/kwok" && -d "$CACHE_ROOT/$KEY/kwok-stages" ]] || build_kwok
 [[ -x "$BIN/helm" ]] || build_helm
+[[ -x "$BIN/agentapi" ]] || build_agentapi
 [[ -x "$BIN/kube-apiserver" && -x "$BIN/kubectl" && -x "$BIN/kube-scheduler" && -x "$BIN/kube-controller-manager" ]] || build_kubernetes
 touch "$STAMP"
 log "done in $(( $(date +%s) - start ))s: $BIN"

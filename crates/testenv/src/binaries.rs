@@ -16,6 +16,8 @@ pub struct Binaries {
     pub kubectl: PathBuf,
     pub kwok: PathBuf,
     pub helm: PathBuf,
+    /// agentapi (github.com/coder/agentapi), the agent HTTP API of a session pod.
+    pub agentapi: PathBuf,
     /// KWOK's upstream Stage definitions (`node/fast/…`, `pod/fast/…`).
     pub kwok_stages: PathBuf,
 }
@@ -62,6 +64,7 @@ impl Binaries {
             kubectl: dir.join("kubectl"),
             kwok: dir.join("kwok"),
             helm: dir.join("helm"),
+            agentapi: dir.join("agentapi"),
             kwok_stages: dir.parent().unwrap_or(dir).join("kwok-stages"),
         };
         for bin in [
@@ -72,6 +75,7 @@ impl Binaries {
             &b.kubectl,
             &b.kwok,
             &b.helm,
+            &b.agentapi,
         ] {
             require_executable(bin)
                 .context("run crates/testenv/scripts/build-binaries.sh (make testenv-bins)")?;

@@ -996,7 +996,11 @@ mod tests {
         // it before this worker reached the agent.
         assert_eq!(live.facts().last_activity, now);
         assert_eq!(live.facts().settled_since, None);
-        assert_eq!(live.snapshot().state, Some(AgentState::Idle), "status unchanged");
+        assert_eq!(
+            live.snapshot().state,
+            Some(AgentState::Idle),
+            "status unchanged"
+        );
         live.verified = true;
         live.idle_since = Some(long_ago);
         assert_eq!(live.facts().last_activity, long_ago);
