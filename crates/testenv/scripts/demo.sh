@@ -28,7 +28,7 @@ down_hint="make demo-down"
 # fails the check: a new example needs its expectation.
 #   example file                          object                                phase[/Ready reason]    status fields
 EXPECTED="
-agentsession-bare.yaml                 agentsession/hello-agent              Running
+agentsession-bare.yaml                 agentsession/hello-agent              Running                 agent.state=Idle,agent.deliveredMessages=1
 agentsession-github-app.yaml           agentsession/hello-world-readme       Pending/SecretNotFound
 agentsession-suspended-workspace.yaml  agentsession/long-refactor            Suspended
 chain-issue-session-pr-merge.yaml      githubtask/healthz-issue              Succeeded               result.issueNumber
@@ -110,8 +110,8 @@ export PATH="$bin:$PATH"
 step "Building ccplant"
 cargo build --quiet --locked -p ccplant-operator -p ccplant-testenv
 
-step "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK)"
-eval "$(./target/debug/ccplant-testenv up --dir "$dir")"
+step "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK; pod IPs on loopback)"
+eval "$(./target/debug/ccplant-testenv up --dir "$dir" --loopback-pods)"
 kubectl get nodes
 mkdir -p "$dir/logs"
 : >"$pids_file"
@@ -159,6 +159,11 @@ kubectl -n "$NS" create secret generic github-token --from-literal=token=ghp_dem
 kubectl -n "$NS" create secret generic github-reviewer-token --from-literal=token=ghp_demo_reviewer
 kubectl -n "$NS" create secret generic anthropic-api-key --from-literal=ANTHROPIC_API_KEY=sk-ant-demo-placeholder
 
+step "Starting the agents: a fake agentapi at each session pod's IP (KWOK runs no containers)"
+spawn fake-agents "$dir/logs/fake-agents.log" ./target/debug/ccplant-testenv agents \
+  --kubeconfig "$KUBECONFIG" --namespace "$NS" --work 2
+wait_log "$dir/logs/fake-agents.log" 's/.*\(fake agents serve\).*/\1/p' "the fake agents" "$(awk 'END{print $2}' "$pids_file")" >/dev/null
+
 step "Starting two operator replicas; they elect a leader on the Lease $NS/$LEASE"
 replicas=(a b)
 declare -A metrics_url
@@ -204,7 +209,7 @@ sed 's/^/  /' <<<"$applied"
 
 # `kubectl get ccplant`: both kinds in one table, with the phase and the Ready condition's reason.
 snapshot() {
-  kubectl get ccplant -n "$NS" -o custom-columns='KIND:.kind,NAME:.metadata.name,PHASE:.status.phase,REASON:.status.conditions[?(@.type=="Ready")].reason,MESSAGE:.status.message' 2>/dev/null || true
+  kubectl get ccplant -n "$NS" -o custom-columns='KIND:.kind,NAME:.metadata.name,PHASE:.status.phase,REASON:.status.conditions[?(@.type=="Ready")].reason,AGENT:.status.agent.state,DELIVERED:.status.agent.deliveredMessages,MESSAGE:.status.message' 2>/dev/null || true
 }
 # "object phase reason" lines ("-" for unset) from a snapshot.
 state_of() {

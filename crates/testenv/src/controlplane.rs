@@ -429,7 +429,8 @@ fn kwok_config_yaml(stages_dir: &Path) -> Result<String> {
     Ok(out)
 }
 
-pub(crate) fn client_for(kubeconfig: &Path) -> impl Future<Output = Result<Client>> + use<> {
+/// A client for the cluster of `kubeconfig`.
+pub fn client_for(kubeconfig: &Path) -> impl Future<Output = Result<Client>> + use<> {
     let kubeconfig = kubeconfig.to_path_buf();
     async move {
         let kc = Kubeconfig::read_from(&kubeconfig)

@@ -110,6 +110,30 @@ fn random_suffix() -> String {
 /// 127.77.0.1:3284. The reservation is an flock(2) on a file in the temp dir, released by the
 /// kernel when the process exits.
 fn reserve_loopback_pod_cidr() -> Result<String> {
+    let (cidr, lock) = reserve_loopback_range()?;
+    // Held until the process exits: that is the reservation.
+    std::mem::forget(lock);
+    Ok(cidr)
+}
+
+/// Like the tests' reservation, for a control plane that outlives this process
+/// (`ccplant-testenv up --loopback-pods`): the lock comes back as a file that child processes
+/// inherit (no close-on-exec), so a child keeps the range reserved after this process exits.
+pub fn reserve_loopback_pod_cidr_for_children() -> Result<(String, std::fs::File)> {
+    let (cidr, lock) = reserve_loopback_range()?;
+    let fd = lock.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, clearing FD_CLOEXEC only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+        anyhow::bail!(
+            "fcntl on the loopback range lock: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok((cidr, lock))
+}
+
+fn reserve_loopback_range() -> Result<(String, std::fs::File)> {
     let first: u8 = LOOPBACK_POD_CIDR
         .split('.')
         .nth(1)
@@ -125,9 +149,7 @@ fn reserve_loopback_pod_cidr() -> Result<String> {
             .with_context(|| format!("opening {}", path.display()))?;
         let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if locked {
-            // Held until the process exits: that is the reservation.
-            std::mem::forget(file);
-            return Ok(format!("127.{second}.0.0/16"));
+            return Ok((format!("127.{second}.0.0/16"), file));
         }
     }
     anyhow::bail!(
