@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ccplant_api::AgentSession;
+use ccplant_api::{AgentSession, AgentSessionPhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
@@ -83,8 +83,14 @@ pub fn row(session: &AgentSession, now: Timestamp) -> Vec<String> {
         status
             .and_then(|s| s.endpoint.clone())
             .unwrap_or_else(|| NONE.to_owned()),
+        // A finished session does not expire any more (Expired ones show when they did).
         status
             .and_then(|s| s.expires_at.as_ref())
+            .filter(|_| {
+                session
+                    .phase()
+                    .is_none_or(|p| !p.is_finished() || p == AgentSessionPhase::Expired)
+            })
             .map_or(NONE.to_owned(), |t| expires(t, now)),
         session
             .metadata
@@ -167,6 +173,18 @@ mod tests {
             ]
         );
         assert_eq!(row(&s, at(24 * 3600 + 300)?)[5], "5m ago");
+        // Finished: no expiry any more, except for an Expired session (when it expired).
+        for (phase, expires) in [
+            (AgentSessionPhase::Succeeded, "<none>"),
+            (AgentSessionPhase::Failed, "<none>"),
+            (AgentSessionPhase::Expired, "5m ago"),
+            (AgentSessionPhase::Suspended, "5m ago"),
+        ] {
+            if let Some(st) = s.status.as_mut() {
+                st.phase = Some(phase);
+            }
+            assert_eq!(row(&s, at(24 * 3600 + 300)?)[5], expires, "{phase}");
+        }
         Ok(())
     }
 }
