@@ -31,6 +31,7 @@
 //! | Kind | Field | Check | Message |
 //! |------|-------|-------|---------|
 //! | AgentSession | `spec` | CEL, on update | `messages is append-only: existing entries cannot be changed or removed` |
+//! | AgentSession | `spec` | CEL, on update | `prompt cannot be changed, added or removed after creation: send follow-ups with messages` |
 //! | AgentSession | `spec` | CEL | `agent.port, editor.port and telemetry.metricsPort must be different from each other` |
 //! | AgentSession | `spec.repository.name` | CEL | `repository must be "owner/repo"` |
 //! | AgentSession | `spec.repository.ref` | CEL | `ref must be a branch, tag or commit SHA (letters, digits, '.', '_', '-', '+' and '/')` |
