@@ -220,12 +220,13 @@ actual_of() {
   local object="$1" want="$2" state="$3"
   awk -v o="$object" -v r="$([[ "$want" == */* ]] && echo 1)" '$1 == o { print (r ? $2 "/" $3 : $2); found = 1 } END { if (!found) print "absent" }' <<<"$state"
 }
-# The objects whose phase (and reason) are as expected; status fields are checked once, in the
-# summary.
+# The objects whose phase (and reason) are as expected, and whose status fields too (an agent's
+# state may settle after the phase).
 reached_objects() {
   local state="$1" file object want fields
   while read -r file object want fields; do
-    if [[ -n "$file" && "$(actual_of "$object" "$want" "$state")" == "$want" ]]; then echo "$object"; fi
+    [[ -n "$file" && "$(actual_of "$object" "$want" "$state")" == "$want" ]] || continue
+    if [[ -z "${fields:-}" ]] || check_fields "$object" "$fields" >/dev/null; then echo "$object"; fi
   done <<<"$EXPECTED"
 }
 # Prints "path=actual" for each of FIELDS ("path=value": must equal; "path": must be set) of
