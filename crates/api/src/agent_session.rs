@@ -655,6 +655,17 @@ pub enum AgentSessionPhase {
 }
 
 impl AgentSessionPhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [AgentSessionPhase; 7] = [
+        Self::Pending,
+        Self::Starting,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Suspended,
+        Self::Expired,
+    ];
+
     /// The phase as written in status.
     pub fn as_str(self) -> &'static str {
         match self {

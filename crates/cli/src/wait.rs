@@ -11,15 +11,7 @@ use crate::args::WaitArgs;
 use crate::cluster::Ctx;
 use crate::error::Error;
 
-const PHASES: [AgentSessionPhase; 7] = [
-    AgentSessionPhase::Pending,
-    AgentSessionPhase::Starting,
-    AgentSessionPhase::Running,
-    AgentSessionPhase::Succeeded,
-    AgentSessionPhase::Failed,
-    AgentSessionPhase::Suspended,
-    AgentSessionPhase::Expired,
-];
+const PHASES: [AgentSessionPhase; 7] = AgentSessionPhase::ALL;
 
 /// What `--for` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,15 +38,7 @@ const GITHUB_BUCKETS: [f64; 12] = [
 /// The controllers' names as they appear in the `controller` label.
 pub const CONTROLLERS: [&str; 2] = ["agentsession", "githubtask"];
 
-const SESSION_PHASES: [AgentSessionPhase; 7] = [
-    AgentSessionPhase::Pending,
-    AgentSessionPhase::Starting,
-    AgentSessionPhase::Running,
-    AgentSessionPhase::Succeeded,
-    AgentSessionPhase::Failed,
-    AgentSessionPhase::Suspended,
-    AgentSessionPhase::Expired,
-];
+const SESSION_PHASES: [AgentSessionPhase; 7] = AgentSessionPhase::ALL;
 
 /// Position in [`SESSION_PHASES`]; exhaustive, so a new phase cannot be forgotten here.
 fn session_phase_index(phase: AgentSessionPhase) -> usize {
