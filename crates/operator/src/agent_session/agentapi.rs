@@ -143,12 +143,7 @@ struct MessageResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentEvent {
     /// `message_update`: a message was added or (the agent's last one) grew.
-    Message {
-        id: i64,
-        role: Role,
-        text: String,
-        time: Option<DateTime<Utc>>,
-    },
+    Message(Message),
     /// `status_change`.
     Status(Status),
     /// `agent_error`, or an event this client does not know.
@@ -242,21 +237,22 @@ impl AgentApi {
         Ok(resp)
     }
 
+    async fn get(
+        &self,
+        addr: SocketAddr,
+        path: &'static str,
+        accept: &'static str,
+    ) -> Result<http::Response<hyper::body::Incoming>, AgentError> {
+        self.send(addr, http::Method::GET, path, None, accept, REQUEST_TIMEOUT)
+            .await
+    }
+
     async fn get_json<T: for<'de> Deserialize<'de>>(
         &self,
         addr: SocketAddr,
         path: &'static str,
     ) -> Result<T, AgentError> {
-        let resp = self
-            .send(
-                addr,
-                http::Method::GET,
-                path,
-                None,
-                "application/json",
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let resp = self.get(addr, path, "application/json").await?;
         let body = read_body(addr, path, resp).await?;
         serde_json::from_slice(&body).map_err(|e| AgentError::Protocol {
             addr,
@@ -330,16 +326,7 @@ impl AgentApi {
         addr: SocketAddr,
     ) -> Result<impl Stream<Item = Result<AgentEvent, AgentError>> + Send + use<>, AgentError> {
         let path = "/events";
-        let resp = self
-            .send(
-                addr,
-                http::Method::GET,
-                path,
-                None,
-                "text/event-stream",
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let resp = self.get(addr, path, "text/event-stream").await?;
         let body = BodyStream::new(resp.into_body());
         let state = (
             body,
@@ -439,12 +426,12 @@ pub struct SseEvent {
 fn decode_event(ev: SseEvent) -> AgentEvent {
     match ev.event.as_str() {
         "message_update" => match serde_json::from_str::<MessageUpdate>(&ev.data) {
-            Ok(m) => AgentEvent::Message {
+            Ok(m) => AgentEvent::Message(Message {
                 id: m.id,
+                content: m.message,
                 role: m.role,
-                text: m.message,
                 time: m.time,
-            },
+            }),
             Err(_) => AgentEvent::Other,
         },
         "status_change" => match serde_json::from_str::<StatusChange>(&ev.data) {
@@ -557,12 +544,12 @@ mod tests {
         assert_eq!(all[1].event, "message_update");
         assert_eq!(
             decode_event(all[1].clone()),
-            AgentEvent::Message {
+            AgentEvent::Message(Message {
                 id: 1,
+                content: "hi".into(),
                 role: Role::Agent,
-                text: "hi".into(),
                 time: DateTime::from_timestamp(1_735_689_600, 0),
-            }
+            })
         );
         assert_eq!(
             all[2],

@@ -635,27 +635,14 @@ async fn reconcile_inner(
                         requeue = requeue.min(due);
                     }
                 }
-                Outcome::Completed(message) => {
+                Outcome::Stop {
+                    phase,
+                    reason,
+                    message,
+                } => {
                     stop_agent(&sctx, &session, &mut next).await;
                     cleanup(&sctx, &session, &names, true, &mut next).await?;
-                    next.phase(
-                        AgentSessionPhase::Succeeded,
-                        false,
-                        reasons::COMPLETED,
-                        message,
-                    );
-                    next.status.endpoint = None;
-                    next.status.editor_url = None;
-                }
-                Outcome::IdleTimeout(message) => {
-                    stop_agent(&sctx, &session, &mut next).await;
-                    cleanup(&sctx, &session, &names, true, &mut next).await?;
-                    let phase = if has_workspace(&session) {
-                        AgentSessionPhase::Suspended
-                    } else {
-                        AgentSessionPhase::Expired
-                    };
-                    next.phase(phase, false, reasons::IDLE_TIMEOUT, message);
+                    next.phase(phase, false, reason, message);
                     next.status.endpoint = None;
                     next.status.editor_url = None;
                 }
@@ -776,10 +763,13 @@ async fn stop_agent(sctx: &SessionContext, session: &AgentSession, next: &mut Ne
 enum Outcome {
     /// Go on; reconcile again by then (a completion or idle deadline).
     Continue(Option<Duration>),
-    /// completion.mode WhenIdle reached.
-    Completed(String),
-    /// lifetime.idleTimeout reached.
-    IdleTimeout(String),
+    /// Stop the agent and its pod: completion.mode WhenIdle (Succeeded) or
+    /// lifetime.idleTimeout (Suspended with a workspace, else Expired) was reached.
+    Stop {
+        phase: AgentSessionPhase,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Keeps the agent worker of a Running session going, shows its published state, and decides
@@ -873,10 +863,14 @@ fn converse(
     {
         let at = since + chrono::Duration::from_std(idle_for).unwrap_or_default();
         if now >= at {
-            return Outcome::Completed(format!(
-                "every message was delivered and the agent then stayed idle for {}",
-                session.spec.completion.idle_for
-            ));
+            return Outcome::Stop {
+                phase: AgentSessionPhase::Succeeded,
+                reason: reasons::COMPLETED,
+                message: format!(
+                    "every message was delivered and the agent then stayed idle for {}",
+                    session.spec.completion.idle_for
+                ),
+            };
         }
         due = Some(until(at, now));
     }
@@ -897,13 +891,24 @@ fn converse(
             .map(ToString::to_string)
             .unwrap_or_default();
         if now >= at {
-            return Outcome::IdleTimeout(if has_workspace(session) {
-                format!(
-                    "suspended after {text} without agent activity; a new message or `kubectl ccplant resume` resumes it"
+            let (phase, message) = if has_workspace(session) {
+                (
+                    AgentSessionPhase::Suspended,
+                    format!(
+                        "suspended after {text} without agent activity; a new message or `kubectl ccplant resume` resumes it"
+                    ),
                 )
             } else {
-                format!("expired after {text} without agent activity")
-            });
+                (
+                    AgentSessionPhase::Expired,
+                    format!("expired after {text} without agent activity"),
+                )
+            };
+            return Outcome::Stop {
+                phase,
+                reason: reasons::IDLE_TIMEOUT,
+                message,
+            };
         }
         let d = until(at, now);
         due = Some(due.map_or(d, |x| x.min(d)));

@@ -21,7 +21,7 @@
 //! established event stream holds none. Unreachable agents are retried with an exponential
 //! backoff (1 s doubling to 60 s), one attempt per step.
 
-use super::agentapi::{AgentApi, AgentError, AgentEvent, Role, Status};
+use super::agentapi::{AgentApi, AgentError, AgentEvent, Message, Role, Status};
 use ccplant_api::{AgentSession, AgentState, AgentStatus};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -103,8 +103,6 @@ pub struct Facts {
     pub reachable: bool,
     /// The agent reported `stable` last.
     pub idle: bool,
-    /// Prompt and messages delivered, earlier pods included.
-    pub delivered: usize,
     /// Entries of the outbox the agent has not received.
     pub pending: usize,
     /// Since when the agent is idle with nothing left to deliver (`None` while working,
@@ -260,8 +258,7 @@ impl Live {
     fn facts(&self) -> Facts {
         let reachable = self.verified && self.reachable == Reachability::Reachable;
         let idle = self.status == Some(Status::Stable);
-        let delivered = self.delivered();
-        let pending = self.outbox_len.saturating_sub(delivered);
+        let pending = self.outbox_len.saturating_sub(self.delivered());
         let settled_since = (reachable && idle && pending == 0).then(|| {
             let since = self
                 .idle_since
@@ -277,7 +274,6 @@ impl Live {
         Facts {
             reachable,
             idle,
-            delivered,
             pending,
             settled_since,
             last_activity,
@@ -316,6 +312,40 @@ impl Live {
     fn activity(&mut self, at: DateTime<Utc>) {
         if at > self.last_activity {
             self.last_activity = at;
+        }
+    }
+
+    /// A message of the agent's conversation, read from `/messages` or the event stream. Its
+    /// own time is activity (it tells what happened while nobody watched); a change of the
+    /// agent's message seen as it happens (`as_it_happens`) is activity now.
+    fn saw_message(
+        &mut self,
+        m: &Message,
+        outbox: &[String],
+        as_it_happens: bool,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(t) = m.time {
+            self.activity(t.min(now));
+        }
+        match m.role {
+            Role::User => {
+                let hash = message_hash(&m.content);
+                if self.user_messages.insert(m.id, hash) != Some(hash) {
+                    self.recount(outbox);
+                }
+            }
+            Role::Agent if m.id >= self.last_agent_id => {
+                self.last_agent_id = m.id;
+                let short = AgentStatus::truncate_agent_message(&m.content);
+                if self.last_agent_message.as_deref() != Some(short.as_str()) {
+                    self.last_agent_message = Some(short);
+                    if as_it_happens {
+                        self.activity(now);
+                    }
+                }
+            }
+            Role::Agent => {}
         }
     }
 }
@@ -359,19 +389,16 @@ impl Conversations {
         let mut workers = lock(&self.workers);
         if let Some(h) = workers.get(&target.session_uid) {
             if h.pod_uid == target.pod_uid && h.addr == target.addr && !h.task.is_finished() {
-                let changed = h.outbox.send_if_modified(|current| {
-                    if **current == target.outbox {
-                        false
-                    } else {
-                        *current = Arc::new(target.outbox.clone());
-                        true
+                if **h.outbox.borrow() != target.outbox {
+                    // The live state counts the new entries before the worker wakes, and the
+                    // decisions made on the view below see them.
+                    {
+                        let mut live = lock(&h.shared.live);
+                        live.outbox_len = target.outbox.len();
+                        live.recount(&target.outbox);
+                        live.activity(Utc::now());
                     }
-                });
-                if changed {
-                    // The decisions made on this view must already count the new entries.
-                    let mut live = lock(&h.shared.live);
-                    live.outbox_len = target.outbox.len();
-                    live.recount(&target.outbox);
+                    h.outbox.send_replace(Arc::new(target.outbox));
                 }
                 return h.shared.view();
             }
@@ -447,24 +474,10 @@ impl Conversations {
         Some(snapshot)
     }
 
-    /// Whether the session has a worker.
-    pub fn has_worker(&self, session_uid: &str) -> bool {
-        lock(&self.workers).contains_key(session_uid)
-    }
-
     /// Stops every worker (shutdown, before the lease is released).
     pub async fn shutdown(&self) {
         let uids: Vec<String> = lock(&self.workers).keys().cloned().collect();
         futures::future::join_all(uids.iter().map(|u| self.stop_within(u, SHUTDOWN_GRACE))).await;
-    }
-
-    /// Number of workers (for metrics and tests).
-    pub fn len(&self) -> usize {
-        lock(&self.workers).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -669,14 +682,10 @@ impl Worker {
                         }
                     }
                 },
+                // New entries (ensure() counted them): a delivery may be due.
                 changed = self.outbox.changed() => {
                     if changed.is_err() { return Ended::Stopped; }
-                    let outbox = self.outbox.borrow_and_update().clone();
-                    let mut live = lock(&self.shared.live);
-                    live.outbox_len = outbox.len();
-                    live.recount(&outbox);
-                    let now = Utc::now();
-                    live.activity(now);
+                    self.outbox.borrow_and_update();
                 }
                 _ = self.stop.changed() => return Ended::Stopped,
                 _ = sleep_opt(publish) => self.publish_at = None,
@@ -720,41 +729,8 @@ impl Worker {
                     }
                 }
             }
-            AgentEvent::Message {
-                id,
-                role,
-                text,
-                time,
-            } => match role {
-                Role::User => {
-                    let hash = message_hash(&text);
-                    if live.user_messages.get(&id) != Some(&hash) {
-                        live.user_messages.insert(id, hash);
-                        live.recount(&outbox);
-                    }
-                    if let Some(t) = time {
-                        live.activity(t.min(now));
-                    }
-                }
-                Role::Agent => {
-                    if id >= live.last_agent_id {
-                        live.last_agent_id = id;
-                        let short = AgentStatus::truncate_agent_message(&text);
-                        let changed = live.last_agent_message.as_deref() != Some(short.as_str());
-                        if changed {
-                            live.last_agent_message = Some(short);
-                        }
-                        // The message's own time (which tells what happened while nobody
-                        // watched), and now for a change seen live.
-                        if let Some(t) = time {
-                            live.activity(t.min(now));
-                        }
-                        if changed && !*first_status {
-                            live.activity(now);
-                        }
-                    }
-                }
-            },
+            // Before the first status event the stream replays the conversation.
+            AgentEvent::Message(m) => live.saw_message(&m, &outbox, !*first_status, now),
             AgentEvent::Other => {}
         }
         is_status
@@ -770,24 +746,8 @@ impl Worker {
         let mut live = lock(&self.shared.live);
         let now = Utc::now();
         for m in messages {
-            if let Some(t) = m.time {
-                live.activity(t.min(now));
-            }
-            match m.role {
-                Role::User => {
-                    live.user_messages.insert(m.id, message_hash(&m.content));
-                }
-                Role::Agent => {
-                    if m.id >= live.last_agent_id {
-                        live.last_agent_id = m.id;
-                        live.last_agent_message =
-                            Some(AgentStatus::truncate_agent_message(&m.content));
-                    }
-                }
-            }
+            live.saw_message(&m, &outbox, false, now);
         }
-        live.outbox_len = outbox.len();
-        live.recount(&outbox);
         Ok(())
     }
 
