@@ -441,9 +441,10 @@ async fn an_unreachable_agent_is_reported_and_retried_once_per_backoff_step() {
             let agents = host(&ns, Script::default()).await;
             agents.set_script("drop", Script { mode: Mode::Drop, ..Script::default() });
             agents.set_script("err", Script { mode: Mode::Refuse(503), ..Script::default() });
+            agents.set_script("hang", Script { mode: Mode::Hang, ..Script::default() });
             let fake = fake_with_repo().await;
             let _op = start_operator(&ns, &fake.url());
-            for name in ["drop", "err"] {
+            for name in ["drop", "err", "hang"] {
                 create_session(&ns, &session(name, json!({"agent": {"image": IMAGE}, "prompt": "hello"}))).await;
             }
             let drop_agent = agents.wait_agent("drop", T).await.unwrap();
@@ -466,9 +467,7 @@ async fn an_unreachable_agent_is_reported_and_retried_once_per_backoff_step() {
 
             // Backoff 1 s doubling: attempts at 0, 1, 3, 7, 15 s after the first one. Count
             // over 16 s from the first attempt.
-            let start = Instant::now();
             tokio::time::sleep(Duration::from_secs(16)).await;
-            let _ = start;
             let drops = drop_agent.requests().connections;
             let errs = err_agent.requests().events;
             println!("unreachable agent: {drops} connections (dropped), {errs} /events requests (503) in ~16 s");
@@ -477,6 +476,19 @@ async fn an_unreachable_agent_is_reported_and_retried_once_per_backoff_step() {
                 // early is impossible, so at most 5; at least 4 shows it does retry.
                 assert!((4..=5).contains(&n), "{what}: {n} attempts in 16 s");
             }
+            // An agent that takes the request and never answers: the 10 s request deadline.
+            let hang_agent = agents.wait_agent("hang", T).await.unwrap();
+            let s = wait_session(&ns, "hang", "AgentReachable False", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False")
+            })
+            .await;
+            let (_, reason, message) = condition(&s, "AgentReachable").unwrap();
+            assert_eq!(reason, "Timeout");
+            assert_eq!(
+                message,
+                format!("the agent API at {} did not answer within 10 s", hang_agent.addr())
+            );
+            assert!(hang_agent.requests().events >= 1);
             // Nothing delivered, no agent state invented.
             assert!(drop_agent.received().is_empty() && err_agent.received().is_empty());
             // Reachable again: reported, and the prompt goes out.

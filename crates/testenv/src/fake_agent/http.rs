@@ -188,6 +188,8 @@ async fn handle(
     match mode {
         Mode::Serve => {}
         Mode::Drop => return Err(ConnectionDropped),
+        // Read and counted, never answered: the client's deadline decides.
+        Mode::Hang => return std::future::pending().await,
         Mode::Refuse(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return Ok(problem(

@@ -84,6 +84,8 @@ pub enum Mode {
     /// Accept TCP connections and close them without reading a request (and end open event
     /// streams and keep-alive connections).
     Drop,
+    /// Accept connections and read requests, and never answer them.
+    Hang,
 }
 
 /// A user message that `POST /message` accepted.
