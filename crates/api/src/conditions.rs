@@ -7,9 +7,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types.
 pub mod types {
-    /// The object reached its goal: the session's agent is up (or the session succeeded), the
-    /// task succeeded. Present on every object the operator has seen.
+    /// The object reached what its spec asks for: the session's agent is up, or the session
+    /// succeeded, expired or is suspended; the task succeeded. Present on every object the
+    /// operator has seen, so `kubectl wait --for=condition=Ready` works.
     pub const READY: &str = "Ready";
+    /// kstatus "abnormal-true": present (True) only while the operator is still getting the
+    /// object where its spec asks (Pending, Starting, a retry, a rate limit); the reason says
+    /// why. Absent otherwise.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus "abnormal-true": present (True) only when the object will not get where its spec
+    /// asks without a change (an invalid spec, a refused child, a terminal GitHub refusal, a
+    /// failed session or task). Absent otherwise.
+    pub const STALLED: &str = "Stalled";
     /// AgentSession: the GitHub credentials the session needs exist and are current.
     pub const CREDENTIALS_READY: &str = "CredentialsReady";
     /// AgentSession: the workspace volume is bound (or no volume was asked for).
@@ -18,47 +27,106 @@ pub mod types {
     pub const FINISHED: &str = "Finished";
     /// AgentSession: the operator can talk to the agent API in the pod.
     pub const AGENT_REACHABLE: &str = "AgentReachable";
+    /// AgentSession, once it was suspended (as batch/v1 Job's): True while suspended (reason
+    /// Suspended or IdleTimeout; lastTransitionTime is when), False (reason Resumed) after.
+    pub const SUSPENDED: &str = "Suspended";
     /// GitHubTask: GitHub's rate limit holds the task back until `status.nextAttemptTime`.
     pub const RATE_LIMITED: &str = "RateLimited";
 }
 
-/// Condition reasons (CamelCase, as Kubernetes requires).
+/// Condition reasons (CamelCase, as Kubernetes requires): every reason the operator writes.
 pub mod reasons {
-    /// The spec breaks a rule; the message says which. Nothing happens until the spec changes.
+    // Both kinds.
+    /// The spec breaks a rule, or the operator cannot read the object; the message says which.
+    /// Nothing happens until the object changes.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A Secret the object refers to does not exist (yet).
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// A Secret exists but lacks the keys it needs or holds unusable values.
     pub const INVALID_SECRET: &str = "InvalidSecret";
-    /// The operator is creating or updating what the object needs.
-    pub const RECONCILING: &str = "Reconciling";
-    /// The object is waiting for something outside the operator (a pod to be scheduled, a
-    /// session to finish, a rate limit to reset).
+    /// The object is waiting for something outside the operator (a pod to start, a volume to
+    /// bind, a session or task to finish).
     pub const WAITING: &str = "Waiting";
     /// Everything the condition describes is in place.
     pub const AVAILABLE: &str = "Available";
-    /// The session's agent is running.
+    /// The session's agent is running; a task's attempt is under way.
     pub const RUNNING: &str = "Running";
     /// The session or task finished successfully.
     pub const SUCCEEDED: &str = "Succeeded";
-    /// The session or task failed; the message says why.
+    /// The session failed (its agent or pod); the message says why.
     pub const FAILED: &str = "Failed";
-    /// The session is suspended (`spec.suspend: true` or idle with a workspace volume).
+
+    // AgentSession.
+    /// The session is suspended (`spec.suspend: true`).
     pub const SUSPENDED: &str = "Suspended";
-    /// The session ran past `lifetime.maxDuration` or sat idle past `lifetime.idleTimeout`.
+    /// The session runs again after a suspension.
+    pub const RESUMED: &str = "Resumed";
+    /// The session ran past `lifetime.maxDuration`.
     pub const EXPIRED: &str = "Expired";
-    /// The agent API did not answer.
-    pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
     /// No agent activity and no new message for lifetime.idleTimeout.
     pub const IDLE_TIMEOUT: &str = "IdleTimeout";
     /// completion.mode WhenIdle: every message delivered and the agent idle for idleFor.
     pub const COMPLETED: &str = "Completed";
+    /// The apiserver refused one of the session's children (admission, quota, an invalid
+    /// override); the message carries its answer.
+    pub const CHILD_REJECTED: &str = "ChildRejected";
+    /// A plain token from another namespace is never copied into the session's namespace.
+    pub const TOKEN_NOT_SHAREABLE: &str = "TokenNotShareable";
+    /// No installation token could be minted for the session.
+    pub const TOKEN_UNAVAILABLE: &str = "TokenUnavailable";
+    /// Refreshing the session's token failed while the current one is still valid.
+    pub const TOKEN_REFRESH_FAILED: &str = "TokenRefreshFailed";
+    /// The session uses no GitHub credentials.
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    /// The session's token was revoked and its Secret deleted.
+    pub const REVOKED: &str = "Revoked";
+    /// The operator is connecting to the agent API for the first time.
+    pub const CONNECTING: &str = "Connecting";
+    /// The agent API answers.
+    pub const REACHABLE: &str = "Reachable";
+    /// No agent runs: the session's pod is not running.
+    pub const NOT_RUNNING: &str = "NotRunning";
+    /// The agent API refused or dropped the connection.
+    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+    /// The agent API did not answer in time.
+    pub const TIMEOUT: &str = "Timeout";
+    /// The agent API answered with an HTTP error.
+    pub const HTTP_ERROR: &str = "HTTPError";
+    /// The agent API answered something that is not agentapi's protocol.
+    pub const PROTOCOL_ERROR: &str = "ProtocolError";
+    /// The repository clone (init container `clone`) failed.
+    pub const CLONE_FAILED: &str = "CloneFailed";
+    /// The pod failed without a more specific reason.
+    pub const POD_FAILED: &str = "PodFailed";
+
+    // GitHubTask.
     /// GitHub's primary or secondary rate limit was hit.
     pub const RATE_LIMITED: &str = "RateLimited";
     /// No rate limit is in effect.
     pub const NOT_RATE_LIMITED: &str = "NotRateLimited";
-    /// GitHub refused the request; the message carries GitHub's explanation.
+    /// GitHub failed (5xx, a timeout, a dropped connection): retried until retry.maxAttempts.
     pub const GITHUB_ERROR: &str = "GitHubError";
+    /// GitHub answered 401 or 403 (without a rate limit): the credential may not do this.
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    /// GitHub answered 404: the repository, issue or pull request does not exist (or the
+    /// credential cannot see it).
+    pub const NOT_FOUND: &str = "NotFound";
+    /// GitHub answered 405: the pull request is not mergeable.
+    pub const NOT_MERGEABLE: &str = "NotMergeable";
+    /// GitHub answered 409: the pull request's head moved since the review.
+    pub const CONFLICT: &str = "Conflict";
+    /// GitHub answered 422: it refused the request's content.
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    /// GitHub refuses an approval of a pull request by its own author.
+    pub const SELF_APPROVAL: &str = "SelfApproval";
+    /// The operator's GitHub configuration is unusable (e.g. --github-api-url).
+    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// createPullRequest: the repository has no branch to open a pull request from.
+    pub const NO_HEAD_BRANCH: &str = "NoHeadBranch";
+    /// approveAndMerge: the repository has no open pull request.
+    pub const NO_PULL_REQUEST: &str = "NoPullRequest";
+    /// approveAndMerge: the pull request's head is not approveAndMerge.expectedHeadSHA.
+    pub const HEAD_MOVED: &str = "HeadMoved";
 }
 
 /// The status of a condition: `True`, `False` or `Unknown`.
@@ -133,6 +201,54 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) 
     }
 }
 
+/// Where an object stands, in the terms of kstatus (what Flux, kpt and `kubectl wait` read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Progress {
+    /// It reached what its spec asks for: neither Reconciling nor Stalled.
+    Current,
+    /// The operator is still getting it there: `Reconciling=True`.
+    InProgress,
+    /// It will not get there without a change: `Stalled=True`.
+    Stalled,
+}
+
+/// Sets the kstatus conditions for `progress`: `Reconciling=True` or `Stalled=True` with
+/// `reason` and `message`, and removes the other one (both are "abnormal-true": present only
+/// while they hold). Returns whether anything changed.
+pub fn set_progress(
+    conditions: &mut Vec<Condition>,
+    progress: Progress,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> bool {
+    let (holds, absent) = match progress {
+        Progress::Current => (None, [types::RECONCILING, types::STALLED]),
+        Progress::InProgress => (Some(types::RECONCILING), [types::STALLED, types::STALLED]),
+        Progress::Stalled => (
+            Some(types::STALLED),
+            [types::RECONCILING, types::RECONCILING],
+        ),
+    };
+    let mut changed = false;
+    for type_ in absent {
+        changed |= remove_condition(conditions, type_);
+    }
+    if let Some(type_) = holds {
+        let condition = new_condition(
+            type_,
+            ConditionStatus::True,
+            reason,
+            message,
+            observed_generation,
+            now,
+        );
+        changed |= set_condition(conditions, condition);
+    }
+    changed
+}
+
 /// Removes the condition of the given type. Returns whether one was removed.
 pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) -> bool {
     let before = conditions.len();
@@ -176,7 +292,7 @@ mod tests {
         let mut conditions = vec![];
         assert!(set_condition(
             &mut conditions,
-            ready(false, reasons::RECONCILING, "creating pod", 1, 100)
+            ready(false, reasons::WAITING, "creating pod", 1, 100)
         ));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].status, "False");
@@ -215,7 +331,7 @@ mod tests {
 
     #[test]
     fn set_condition_keeps_transition_time_when_status_is_unchanged() {
-        let mut conditions = vec![ready(false, reasons::RECONCILING, "creating pod", 1, 100)];
+        let mut conditions = vec![ready(false, reasons::SECRET_NOT_FOUND, "no Secret", 1, 100)];
         assert!(set_condition(
             &mut conditions,
             ready(false, reasons::WAITING, "pod is pending", 2, 200)
@@ -230,7 +346,7 @@ mod tests {
     #[test]
     fn set_condition_moves_transition_time_when_status_changes() {
         let mut conditions = vec![
-            ready(false, reasons::RECONCILING, "creating pod", 1, 100),
+            ready(false, reasons::WAITING, "creating pod", 1, 100),
             new_condition(
                 types::AGENT_REACHABLE,
                 ConditionStatus::Unknown,
@@ -248,6 +364,57 @@ mod tests {
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].last_transition_time, at(300));
         assert_eq!(conditions[1].last_transition_time, at(100));
+    }
+
+    #[test]
+    fn progress_keeps_exactly_one_abnormal_true_condition() {
+        let mut conditions = vec![ready(false, reasons::WAITING, "", 1, 100)];
+        assert!(set_progress(
+            &mut conditions,
+            Progress::InProgress,
+            reasons::WAITING,
+            "starting the session pod",
+            Some(1),
+            at(100)
+        ));
+        let types_of = |c: &[Condition]| c.iter().map(|c| c.type_.clone()).collect::<Vec<_>>();
+        assert_eq!(types_of(&conditions), ["Ready", "Reconciling"]);
+        assert!(!set_progress(
+            &mut conditions,
+            Progress::InProgress,
+            reasons::WAITING,
+            "starting the session pod",
+            Some(1),
+            at(200)
+        ));
+        assert!(set_progress(
+            &mut conditions,
+            Progress::Stalled,
+            reasons::INVALID_SPEC,
+            "no image",
+            Some(2),
+            at(300)
+        ));
+        assert_eq!(types_of(&conditions), ["Ready", "Stalled"]);
+        let stalled = find_condition(&conditions, types::STALLED).unwrap();
+        assert_eq!(
+            (
+                stalled.status.as_str(),
+                stalled.reason.as_str(),
+                stalled.message.as_str()
+            ),
+            ("True", "InvalidSpec", "no image")
+        );
+        assert_eq!(stalled.last_transition_time, at(300));
+        assert!(set_progress(
+            &mut conditions,
+            Progress::Current,
+            "",
+            "",
+            Some(2),
+            at(400)
+        ));
+        assert_eq!(types_of(&conditions), ["Ready"]);
     }
 
     #[test]

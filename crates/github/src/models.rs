@@ -2,7 +2,7 @@
 //! shapes they are decoded from (GitHub adds fields all the time; only what is used is read).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
@@ -135,24 +135,29 @@ pub struct Review {
     pub submitted_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MergeMethod {
-    #[default]
-    Merge,
-    Squash,
-    Rebase,
-}
-
 /// Input of [`crate::GitHubClient::merge`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeRequest {
     /// The head SHA the merge is for (the one the review approved); GitHub answers 409 when the
     /// head has moved.
     pub sha: Option<String>,
-    pub method: MergeMethod,
+    /// GitHub's `merge_method`: `merge`, `squash` or `rebase` (the API's `MergeMethod` is the
+    /// one definition of these; its `as_str` gives this).
+    pub method: &'static str,
     pub commit_title: Option<String>,
     pub commit_message: Option<String>,
+}
+
+impl Default for MergeRequest {
+    /// A merge commit of whatever the head is.
+    fn default() -> Self {
+        Self {
+            sha: None,
+            method: "merge",
+            commit_title: None,
+            commit_message: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,13 +490,5 @@ mod tests {
         assert_eq!(pull.body, "");
         assert_eq!(pull.head.ref_name, "feature");
         assert_eq!(pull.user_login.as_deref(), Some("octo"));
-    }
-
-    #[test]
-    fn merge_method_is_lowercase_on_the_wire() {
-        assert_eq!(
-            serde_json::to_value(MergeMethod::Squash).ok(),
-            Some(serde_json::json!("squash"))
-        );
     }
 }

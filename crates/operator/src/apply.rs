@@ -1,7 +1,8 @@
-//! Server-side apply of children and of status, and plain creates, with one field manager.
+//! Server-side apply of children and of status, plain creates and deletes, with one field
+//! manager.
 
 use crate::context::Context;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,6 +68,38 @@ where
     S: Serialize,
 {
     patch_status(ctx, obj, status, None).await
+}
+
+/// Applies `next` as `obj`'s status unless it equals `stored`: steady state writes nothing.
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    stored: &S,
+    next: &S,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + DeserializeOwned,
+    S: Serialize + PartialEq,
+{
+    if stored != next {
+        apply_status(ctx, obj, next).await?;
+    }
+    Ok(())
+}
+
+/// Deletes `ns/name` in the background; already gone is fine.
+pub async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn patch_status<K, S>(

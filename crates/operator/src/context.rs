@@ -2,6 +2,7 @@
 
 use crate::credentials::GitHubClients;
 use crate::events::Recorder;
+use crate::guard::Guarded;
 use crate::metrics::Metrics;
 use ccplant_api::{AgentSession, AgentSessionPhase, GitHubTask, GitHubTaskPhase};
 use futures::channel::mpsc::UnboundedSender;
@@ -12,16 +13,58 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// A GitHubTask controller's cache and the trigger of its dependents' reconciles.
-type TaskScope = (Store<GitHubTask>, UnboundedSender<ObjectRef<GitHubTask>>);
+type TaskScope = (
+    Store<Guarded<GitHubTask>>,
+    UnboundedSender<ObjectRef<Guarded<GitHubTask>>>,
+);
+
+/// Reconciles in flight at once, over every namespace scope of the process: what
+/// `--session-concurrency` and `--task-concurrency` say.
+#[derive(Debug)]
+pub struct Limits {
+    sessions: Arc<tokio::sync::Semaphore>,
+    tasks: Arc<tokio::sync::Semaphore>,
+    session_concurrency: u16,
+    task_concurrency: u16,
+}
+
+impl Limits {
+    pub fn new(session_concurrency: u16, task_concurrency: u16) -> Self {
+        let permits = |n: u16| Arc::new(tokio::sync::Semaphore::new(usize::from(n.max(1))));
+        Self {
+            sessions: permits(session_concurrency),
+            tasks: permits(task_concurrency),
+            session_concurrency,
+            task_concurrency,
+        }
+    }
+
+    /// Each scope's controller may run this many (the permits keep the total).
+    pub fn session_concurrency(&self) -> u16 {
+        self.session_concurrency
+    }
+
+    pub fn task_concurrency(&self) -> u16 {
+        self.task_concurrency
+    }
+
+    /// A permit to reconcile a session, held for the reconcile.
+    pub async fn session_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.sessions.clone().acquire_owned().await.ok()
+    }
+
+    /// A permit to reconcile a task, held for the reconcile.
+    pub async fn task_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.tasks.clone().acquire_owned().await.ok()
+    }
+}
 
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub github: GitHubClients,
-    pub default_github_owner: Option<String>,
-    pub default_github_secret: Option<String>,
-    pub operator_namespace: String,
-    pub task_concurrency: u16,
+    /// Reconciles in flight, over all scopes.
+    pub limits: Limits,
     /// Whether this replica may reconcile (leader election).
     pub leadership: crate::leader::Leadership,
     pub metrics: Arc<Metrics>,
@@ -29,8 +72,8 @@ pub struct Context {
     pub session_tokens: crate::agent_session::credentials::SessionTokens,
     /// One task cache (and dependents trigger) per watched scope (`--namespaces`).
     tasks: Mutex<Vec<TaskScope>>,
-    /// One AgentSession cache per watched scope.
-    sessions: Mutex<Vec<Store<AgentSession>>>,
+    /// One AgentSession cache per watched scope (shared by both controllers).
+    sessions: Mutex<Vec<Store<Guarded<AgentSession>>>>,
     /// Whether each registered cache has completed its initial list (for `/readyz`).
     caches: Mutex<Vec<CacheSync>>,
     /// Per object uid: resourceVersions our own later status writes superseded.
@@ -51,9 +94,7 @@ struct Superseded {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("operator_namespace", &self.operator_namespace)
-            .finish_non_exhaustive()
+        f.debug_struct("Context").finish_non_exhaustive()
     }
 }
 
@@ -70,10 +111,7 @@ impl Context {
             client,
             recorder,
             github,
-            default_github_owner: config.default_github_owner.clone(),
-            default_github_secret: config.default_github_secret.clone(),
-            operator_namespace: config.operator_namespace.clone(),
-            task_concurrency: config.task_concurrency,
+            limits: Limits::new(config.session_concurrency, config.task_concurrency),
             leadership,
             metrics,
             session_tokens: Default::default(),
@@ -86,16 +124,17 @@ impl Context {
 
     pub fn set_task_store(
         &self,
-        store: Store<GitHubTask>,
-        dependents: UnboundedSender<ObjectRef<GitHubTask>>,
+        store: Store<Guarded<GitHubTask>>,
+        dependents: UnboundedSender<ObjectRef<Guarded<GitHubTask>>>,
     ) {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push((store, dependents));
         }
     }
 
-    /// Registers an AgentSession controller's cache (for the `ccplant_sessions` gauge).
-    pub fn set_session_store(&self, store: Store<AgentSession>) {
+    /// Registers a scope's AgentSession cache (the `ccplant_sessions` gauge, the tasks'
+    /// `fromSession`).
+    pub fn set_session_store(&self, store: Store<Guarded<AgentSession>>) {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.push(store);
         }
@@ -145,7 +184,7 @@ impl Context {
         sessions
             .iter()
             .flat_map(|store| store.state())
-            .map(|s| s.status.as_ref().and_then(|st| st.phase))
+            .map(|s| s.status().and_then(|st| st.phase))
             .collect()
     }
 
@@ -157,7 +196,7 @@ impl Context {
         tasks
             .iter()
             .flat_map(|(store, _)| store.state())
-            .map(|t| t.status.as_ref().and_then(|st| st.phase))
+            .map(|t| t.status().and_then(|st| st.phase))
             .collect()
     }
 
@@ -168,10 +207,17 @@ impl Context {
     }
 
     /// A GitHubTask from the controllers' caches.
-    pub fn find_task(&self, namespace: &str, name: &str) -> Option<Arc<GitHubTask>> {
+    pub fn find_task(&self, namespace: &str, name: &str) -> Option<Arc<Guarded<GitHubTask>>> {
         let tasks = self.tasks.lock().ok()?;
         let key = ObjectRef::new(name).within(namespace);
         tasks.iter().find_map(|(store, _)| store.get(&key))
+    }
+
+    /// An AgentSession from the scopes' caches.
+    pub fn find_session(&self, namespace: &str, name: &str) -> Option<Arc<Guarded<AgentSession>>> {
+        let sessions = self.sessions.lock().ok()?;
+        let key = ObjectRef::new(name).within(namespace);
+        sessions.iter().find_map(|store| store.get(&key))
     }
 
     /// Reconciles the tasks waiting for `task` (approveAndMerge.fromTask) now that it succeeded.
@@ -182,9 +228,8 @@ impl Context {
         for (store, tx) in tasks.iter() {
             for t in store.state() {
                 let from = t
-                    .spec
-                    .approve_and_merge
-                    .as_ref()
+                    .valid()
+                    .and_then(|t| t.spec.approve_and_merge.as_ref())
                     .and_then(|a| a.from_task.as_deref());
                 if t.namespace() == ns && from == Some(name.as_str()) {
                     let _ = tx.unbounded_send(ObjectRef::from_obj(&*t));
@@ -395,7 +440,7 @@ mod tests {
     #[tokio::test]
     async fn phases_are_read_from_the_registered_caches() {
         let ctx = context();
-        let (sessions, mut writer) = reflector::store::<AgentSession>();
+        let (sessions, mut writer) = reflector::store::<Guarded<AgentSession>>();
         ctx.set_session_store(sessions);
         let session = |name: &str, phase: Option<AgentSessionPhase>| {
             let mut s: AgentSession = serde_json::from_value(serde_json::json!({
@@ -408,7 +453,7 @@ mod tests {
                 phase: Some(p),
                 ..Default::default()
             });
-            s
+            Guarded::Valid(s)
         };
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitApply(session(

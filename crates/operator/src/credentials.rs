@@ -33,22 +33,65 @@ pub enum CredentialsError {
     },
 }
 
+/// A Secret holding GitHub credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretLocation {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SecretLocation {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Where to read the credentials of an object: its own secretRef (in its namespace) or the
-/// operator's default ("name" in the operator's namespace, or "namespace/name").
+/// operator's default ("name" in the operator's namespace, or "namespace/name"); `None` when
+/// neither is set.
 pub fn secret_location(
     secret_ref: Option<&SecretReference>,
     object_namespace: &str,
     default_secret: Option<&str>,
     operator_namespace: &str,
-) -> Option<(String, String)> {
+) -> Option<SecretLocation> {
     if let Some(r) = secret_ref {
-        return Some((object_namespace.to_string(), r.name.clone()));
+        return Some(SecretLocation::new(object_namespace, &r.name));
     }
     let default = default_secret?;
     Some(match default.split_once('/') {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => (operator_namespace.to_string(), default.to_string()),
+        Some((ns, name)) => SecretLocation::new(ns, name),
+        None => SecretLocation::new(operator_namespace, default),
     })
+}
+
+/// Reads the Secret at `location` (`SecretNotFound` when absent).
+pub async fn read_secret(
+    kube: &Client,
+    location: &SecretLocation,
+) -> Result<Secret, CredentialsError> {
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &location.namespace);
+    match secrets.get_opt(&location.name).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(CredentialsError::SecretNotFound {
+            namespace: location.namespace.clone(),
+            name: location.name.clone(),
+        }),
+        Err(source) => Err(CredentialsError::Kube {
+            namespace: location.namespace.clone(),
+            name: location.name.clone(),
+            source,
+        }),
+    }
 }
 
 fn field(secret: &Secret, key: &str) -> Option<String> {
@@ -111,7 +154,7 @@ pub struct GitHubClients {
     timeouts: Timeouts,
     /// Given every client built (request metrics).
     hook: Option<RequestHook>,
-    clients: Mutex<HashMap<(String, String), (String, GitHub)>>,
+    clients: Mutex<HashMap<SecretLocation, (String, GitHub)>>,
 }
 
 impl std::fmt::Debug for GitHubClients {
@@ -135,50 +178,41 @@ impl GitHubClients {
         }
     }
 
-    /// The client for the Secret `namespace/name` (one `get` of the Secret per call).
+    /// The client for the Secret at `location` (one `get` of the Secret per call).
     pub async fn client(
         &self,
         kube: &Client,
-        namespace: &str,
-        name: &str,
+        location: &SecretLocation,
     ) -> Result<GitHub, CredentialsError> {
-        let secrets: Api<Secret> = Api::namespaced(kube.clone(), namespace);
-        let secret = match secrets.get_opt(name).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(CredentialsError::SecretNotFound {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                });
-            }
-            Err(source) => {
-                return Err(CredentialsError::Kube {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                    source,
-                });
-            }
+        let secret = read_secret(kube, location).await?;
+        self.client_for(location, &secret)
+    }
+
+    /// The client for `secret` (read from `location`): the cached one while the Secret's
+    /// resourceVersion is unchanged, else a new one.
+    pub fn client_for(
+        &self,
+        location: &SecretLocation,
+        secret: &Secret,
+    ) -> Result<GitHub, CredentialsError> {
+        let invalid = |problem: String| CredentialsError::InvalidSecret {
+            namespace: location.namespace.clone(),
+            name: location.name.clone(),
+            problem,
         };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
-        let key = (namespace.to_string(), name.to_string());
         // Check, build and insert under one lock (building is synchronous and cheap), so
         // concurrent reconciles share one client and its installation token.
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((v, client)) = clients.get(&key)
+        if let Some((v, client)) = clients.get(location)
             && *v == version
         {
             return Ok(client.clone());
         }
-        let creds = credentials_from_secret(&secret).map_err(|problem| {
-            CredentialsError::InvalidSecret {
-                namespace: namespace.into(),
-                name: name.into(),
-                problem,
-            }
-        })?;
+        let creds = credentials_from_secret(secret).map_err(invalid)?;
         let mut builder = GitHub::builder(creds)
             .api_url(self.api_url.clone())
             .timeouts(self.timeouts);
@@ -187,12 +221,8 @@ impl GitHubClients {
         }
         let client = builder
             .build()
-            .map_err(|e| CredentialsError::InvalidSecret {
-                namespace: namespace.into(),
-                name: name.into(),
-                problem: format!("cannot be used: {e}"),
-            })?;
-        clients.insert(key, (version, client.clone()));
+            .map_err(|e| invalid(format!("cannot be used: {e}")))?;
+        clients.insert(location.clone(), (version, client.clone()));
         Ok(client)
     }
 }
@@ -265,15 +295,15 @@ mod tests {
         let r = SecretReference::new("mine");
         assert_eq!(
             secret_location(Some(&r), "team", Some("d"), "ops"),
-            Some(("team".into(), "mine".into()))
+            Some(SecretLocation::new("team", "mine"))
         );
         assert_eq!(
             secret_location(None, "team", Some("d"), "ops"),
-            Some(("ops".into(), "d".into()))
+            Some(SecretLocation::new("ops", "d"))
         );
         assert_eq!(
             secret_location(None, "team", Some("x/d"), "ops"),
-            Some(("x".into(), "d".into()))
+            Some(SecretLocation::new("x", "d"))
         );
         assert_eq!(secret_location(None, "team", None, "ops"), None);
     }

@@ -1,15 +1,22 @@
 //! `ccplant-operator run`: connect, check the CRDs, run the controllers until SIGTERM/SIGINT.
 
+use crate::agent_session::controller::SessionObject;
+use crate::agent_session::conversation::AgentPool;
+use crate::agent_session::decide::SessionConfig;
 use crate::config::RunArgs;
 use crate::context::Context;
+use crate::context::primary_watch;
 use crate::credentials::GitHubClients;
 use crate::events::Recorder;
+use crate::github_task::TaskObject;
+use crate::github_task::decide::TaskConfig;
 use crate::leader::{Elector, Leadership, LeaseConfig, default_identity};
 use crate::metrics::Metrics;
 use anyhow::{Context as _, Result, bail};
 use ccplant_api::{AgentSession, GitHubTask};
+use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{error, info};
 
 /// Fails with a clear message when a CRD is not installed.
@@ -32,6 +39,17 @@ where
             K::group(&())
         ),
         Err(e) => Err(e).context(format!("checking for {}", K::plural(&()))),
+    }
+}
+
+/// `kind` in one namespace, or in all of them.
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
@@ -87,44 +105,62 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }));
 
     info!(%identity, leader_elect = args.leader_elect, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
-    let build = crate::agent_session::build::BuildConfig {
-        default_agent_image: args.default_agent_image.clone(),
+    let session_config = SessionConfig {
+        build: crate::agent_session::build::BuildConfig {
+            default_agent_image: args.default_agent_image.clone(),
+            operator_namespace: args.operator_namespace.clone(),
+            git_image: args.git_image.clone(),
+            default_editor_image: args.editor_image.clone(),
+            github_host: args.clone_host(),
+        },
+        max_session_duration: args.max_session_duration,
+        default_github_secret: args.default_github_secret.clone(),
+    };
+    let task_config = TaskConfig {
+        default_github_owner: args.default_github_owner.clone(),
+        default_github_secret: args.default_github_secret.clone(),
         operator_namespace: args.operator_namespace.clone(),
-        git_image: args.git_image.clone(),
-        default_editor_image: args.editor_image.clone(),
-        github_host: args.clone_host(),
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
         args.namespaces.iter().cloned().map(Some).collect()
     };
+    // Shared by every scope, so `--agent-concurrency` bounds the process.
+    let agents = AgentPool::new(usize::from(args.agent_concurrency));
     // Every controller drains its in-flight reconciles on SIGTERM/SIGINT, then returns.
     let mut controllers = Vec::new();
     for scope in scopes {
+        // One AgentSession watch per scope serves both controllers: the session controller
+        // reconciles from it, the task controller hears of the sessions it waits for.
+        let synced = ctx.register_cache("AgentSession");
+        let primary_synced = synced.subscribe();
+        let mut sessions = primary_watch(scoped::<SessionObject>(&client, &scope), synced);
+        ctx.set_session_store(sessions.store.clone());
+        let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded();
+        sessions.objects = sessions
+            .objects
+            .inspect(move |event| {
+                if let Ok(s) = event {
+                    let _ = changed_tx
+                        .unbounded_send((s.namespace().unwrap_or_default(), s.name_any()));
+                }
+            })
+            .boxed();
         controllers.push(tokio::spawn(crate::agent_session::controller::run(
             ctx.clone(),
-            build.clone(),
-            args.max_session_duration,
-            args.session_concurrency,
-            args.agent_concurrency,
-            scope,
+            session_config.clone(),
+            agents.clone(),
+            sessions,
+            primary_synced,
+            scope.clone(),
         )));
-    }
-    if args.namespaces.is_empty() {
         controllers.push(tokio::spawn(crate::github_task::run(
             ctx.clone(),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
+            task_config.clone(),
+            scoped::<TaskObject>(&client, &scope),
+            changed_rx,
         )));
-    } else {
-        for ns in &args.namespaces {
-            controllers.push(tokio::spawn(crate::github_task::run(
-                ctx.clone(),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            )));
-        }
     }
     let drained = futures::future::join_all(controllers);
 

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use anyhow::Result;
-use ccplant_github::{BranchHead, Error, MergeMethod, MergeRequest, NewIssue, NewPull};
+use ccplant_github::{BranchHead, Error, MergeRequest, NewIssue, NewPull};
 use chrono::TimeDelta;
 use serde_json::json;
 
@@ -411,7 +411,7 @@ async fn approve_then_merge_with_the_approved_sha() -> Result<()> {
             pull.number,
             &MergeRequest {
                 sha: Some(sha.clone()),
-                method: MergeMethod::Squash,
+                method: "squash",
                 commit_title: Some("Add greeting (#1)".into()),
                 commit_message: None,
             },

@@ -7,6 +7,7 @@
 //! Message contents are user data: they never reach a log line from here.
 
 use bytes::{Bytes, BytesMut};
+use ccplant_api::conditions::reasons;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use http_body_util::{BodyExt, BodyStream, Full};
@@ -59,10 +60,10 @@ impl AgentError {
     /// CamelCase reason for the `AgentReachable` condition.
     pub fn reason(&self) -> &'static str {
         match self {
-            AgentError::Connect { .. } => "ConnectionFailed",
-            AgentError::Timeout { .. } => "Timeout",
-            AgentError::Status { .. } => "HTTPError",
-            AgentError::Protocol { .. } => "ProtocolError",
+            AgentError::Connect { .. } => reasons::CONNECTION_FAILED,
+            AgentError::Timeout { .. } => reasons::TIMEOUT,
+            AgentError::Status { .. } => reasons::HTTP_ERROR,
+            AgentError::Protocol { .. } => reasons::PROTOCOL_ERROR,
         }
     }
 

@@ -844,15 +844,19 @@ pub fn desired_network_policy(
     }))
 }
 
-/// The session's credentials Secret (`<name>-github`, key `token`), mounted into the pod.
+/// The session's credentials Secret (`<name>-github`, key `token`), mounted into the pod;
+/// `annotations` say what kind of token it is (see `credentials::Issued::annotations`).
 /// The returned object holds the token: never log it or put it in an event.
 pub fn desired_credentials_secret(
     session: &AgentSession,
     token: &str,
+    annotations: BTreeMap<String, String>,
 ) -> Result<Secret, BuildError> {
     let names = SessionNames::new(session_name(session)?);
+    let mut metadata = child_meta(session, &names.credentials_secret)?;
+    metadata.annotations = non_empty_map(annotations);
     Ok(Secret {
-        metadata: child_meta(session, &names.credentials_secret)?,
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([(
             secret_keys::TOKEN.to_owned(),
@@ -1136,7 +1140,7 @@ mod tests {
     #[test]
     fn objects_carry_api_version_and_kind_and_no_status() -> TestResult {
         let s = full_session();
-        let token_secret = desired_credentials_secret(&s, TOKEN)?;
+        let token_secret = desired_credentials_secret(&s, TOKEN, BTreeMap::new())?;
         let objects = [
             (
                 serde_json::to_value(desired_pod(&s, &cfg(), true)?)?,
@@ -1539,7 +1543,7 @@ mod tests {
     fn the_token_is_only_ever_a_file() -> TestResult {
         let s = full_session();
         let names = SessionNames::for_session(&s);
-        let secret = desired_credentials_secret(&s, TOKEN)?;
+        let secret = desired_credentials_secret(&s, TOKEN, BTreeMap::new())?;
         assert_eq!(secret.metadata.name.as_deref(), Some("fix-login-github"));
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
         assert_eq!(
@@ -1883,7 +1887,9 @@ mod tests {
             .ok_or("pvc volume")?;
         assert_eq!(claim.claim_name, names.workspace_pvc);
         assert_eq!(
-            desired_credentials_secret(&s, TOKEN)?.metadata.name,
+            desired_credentials_secret(&s, TOKEN, BTreeMap::new())?
+                .metadata
+                .name,
             Some(names.credentials_secret.clone())
         );
         // Label values are at most 63 characters: the session label is shortened too, and

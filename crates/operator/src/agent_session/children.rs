@@ -14,7 +14,8 @@
 //! missing and be created again).
 
 use super::cached::{CachedClaim, CachedPod, CachedPolicy, CachedService};
-use super::observe::{PodState, observe_pod};
+use super::controller::SessionObject;
+use super::pod_state::{PodState, observe_pod};
 use ccplant_api::AgentSession;
 use futures::{Stream, StreamExt};
 use kube::api::Api;
@@ -136,8 +137,17 @@ pub fn summarize_claim(claim: &CachedClaim) -> Presence {
     }
 }
 
+/// The reference a reconcile request for `session` carries.
+pub fn session_ref(session: &AgentSession) -> ObjectRef<SessionObject> {
+    let r = ObjectRef::new(&session.name_any());
+    match session.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
 /// The sessions owning `obj` (by owner reference).
-fn owners<K: Resource>(obj: &K) -> Vec<ObjectRef<AgentSession>> {
+fn owners<K: Resource>(obj: &K) -> Vec<ObjectRef<SessionObject>> {
     let namespace = obj.namespace();
     let api_version = AgentSession::api_version(&());
     let kind = AgentSession::kind(&());
@@ -155,7 +165,7 @@ fn owners<K: Resource>(obj: &K) -> Vec<ObjectRef<AgentSession>> {
 }
 
 /// A relist in progress: the fresh summaries and the sessions to trigger once it is complete.
-type Relist<S> = (HashMap<String, S>, Vec<ObjectRef<AgentSession>>);
+type Relist<S> = (HashMap<String, S>, Vec<ObjectRef<SessionObject>>);
 
 /// A watch of one kind of child keeping `index` current; yields the owning session of every
 /// changed child (the controller's trigger).
@@ -165,7 +175,7 @@ pub fn watch_children<K, S>(
     summarize: fn(&K) -> S,
 ) -> (
     Index<S>,
-    impl Stream<Item = ObjectRef<AgentSession>> + Send + 'static,
+    impl Stream<Item = ObjectRef<SessionObject>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,

@@ -22,6 +22,7 @@
 //! backoff (1 s doubling to 60 s), one attempt per step.
 
 use super::agentapi::{AgentApi, AgentError, AgentEvent, Message, Role, Status};
+use super::controller::SessionObject;
 use ccplant_api::{AgentSession, AgentState, AgentStatus};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -101,6 +102,8 @@ impl Snapshot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     pub reachable: bool,
+    /// Outbox entries the agent received (earlier pods included).
+    pub delivered: usize,
     /// The agent reported `stable` last.
     pub idle: bool,
     /// Entries of the outbox the agent has not received.
@@ -122,7 +125,7 @@ pub struct View {
 /// Where a session's agent is and what it must receive.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub session: ObjectRef<AgentSession>,
+    pub session: ObjectRef<SessionObject>,
     pub session_uid: String,
     pub pod_uid: u64,
     pub addr: SocketAddr,
@@ -133,6 +136,46 @@ pub struct Target {
     /// From the stored status, for a worker that takes over a running agent (operator restart):
     /// the idle start, last activity and last agent message it showed.
     pub seed: Seed,
+    /// When the reconcile that starts the worker decided to (the worker's start time).
+    pub started: DateTime<Utc>,
+}
+
+/// A running worker, as the reconcile observes it.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    pub pod_uid: u64,
+    pub addr: SocketAddr,
+    /// False once the worker's task ended (it is then started again).
+    pub alive: bool,
+    pub outbox: Arc<Vec<String>>,
+    pub view: View,
+}
+
+/// What a worker started for `target` knows before it did anything: its seed (pure, so the
+/// reconcile that starts it can show it).
+pub fn initial_view(target: &Target) -> View {
+    let live = Live::new(target, target.started);
+    View {
+        published: live.snapshot(),
+        facts: live.facts(),
+    }
+}
+
+/// Agent API connects and requests in flight at once, over every session of the process.
+#[derive(Clone, Debug)]
+pub struct AgentPool {
+    api: AgentApi,
+    permits: Arc<Semaphore>,
+}
+
+impl AgentPool {
+    /// `concurrency`: `--agent-concurrency`, shared by every namespace scope.
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            api: AgentApi::new(),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
 }
 
 /// What the stored status said about the agent of the same pod: a worker taking over (after an
@@ -154,8 +197,8 @@ pub struct Conversations {
     permits: Arc<Semaphore>,
     workers: Arc<Mutex<HashMap<String, Handle>>>,
     generation: std::sync::atomic::AtomicU64,
-    trigger: mpsc::UnboundedSender<ObjectRef<AgentSession>>,
-    sessions: Mutex<Option<Store<AgentSession>>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<SessionObject>>,
+    sessions: Mutex<Option<Store<SessionObject>>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -273,6 +316,7 @@ impl Live {
         };
         Facts {
             reachable,
+            delivered: self.delivered(),
             idle,
             pending,
             settled_since,
@@ -361,14 +405,14 @@ fn message_hash(text: &str) -> u64 {
 
 impl Conversations {
     pub fn new(
-        concurrency: usize,
+        pool: &AgentPool,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<AgentSession>>) {
+    ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<SessionObject>>) {
         let (trigger, triggers) = mpsc::unbounded_channel();
         (
             Self {
-                api: AgentApi::new(),
-                permits: Arc::new(Semaphore::new(concurrency.max(1))),
+                api: pool.api.clone(),
+                permits: pool.permits.clone(),
                 workers: Arc::new(Mutex::new(HashMap::new())),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 trigger,
@@ -380,8 +424,21 @@ impl Conversations {
     }
 
     /// The session cache: a worker whose session is gone stops.
-    pub fn set_session_store(&self, store: Store<AgentSession>) {
+    pub fn set_session_store(&self, store: Store<SessionObject>) {
         *lock(&self.sessions) = Some(store);
+    }
+
+    /// The session's worker, if one was started.
+    pub fn observe(&self, session_uid: &str) -> Option<Worker> {
+        let workers = lock(&self.workers);
+        let h = workers.get(session_uid)?;
+        Some(Worker {
+            pod_uid: h.pod_uid,
+            addr: h.addr,
+            alive: !h.task.is_finished(),
+            outbox: h.outbox.borrow().clone(),
+            view: h.shared.view(),
+        })
     }
 
     /// Starts (or updates) the worker of a Running session and returns what it knows.
@@ -407,8 +464,7 @@ impl Conversations {
                 old.task.abort();
             }
         }
-        let now = Utc::now();
-        let live = Live::new(&target, now);
+        let live = Live::new(&target, target.started);
         let shared = Arc::new(Shared {
             published: Mutex::new(live.snapshot()),
             live: Mutex::new(live),
@@ -418,7 +474,7 @@ impl Conversations {
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let worker = Worker {
+        let worker = WorkerTask {
             seed_idle: target.seed.idle_since,
             status_before_break: None,
             registry: Arc::downgrade(&self.workers),
@@ -481,7 +537,7 @@ impl Conversations {
     }
 }
 
-struct Worker {
+struct WorkerTask {
     /// The stored status's idle start, for the first connection only.
     seed_idle: Option<DateTime<Utc>>,
     /// The agent's status when the last connection broke.
@@ -493,8 +549,8 @@ struct Worker {
     api: AgentApi,
     permits: Arc<Semaphore>,
     shared: Arc<Shared>,
-    trigger: mpsc::UnboundedSender<ObjectRef<AgentSession>>,
-    sessions: Option<Store<AgentSession>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<SessionObject>>,
+    sessions: Option<Store<SessionObject>>,
     metrics: Arc<crate::metrics::Metrics>,
     target: Target,
     outbox: watch::Receiver<Arc<Vec<String>>>,
@@ -518,7 +574,7 @@ enum Ended {
     Broken(AgentError),
 }
 
-impl Worker {
+impl WorkerTask {
     async fn run(mut self) {
         let mut failures: u32 = 0;
         loop {
@@ -565,9 +621,9 @@ impl Worker {
 
     fn session_exists(&self) -> bool {
         match &self.sessions {
-            Some(store) => store
-                .get(&self.target.session)
-                .is_some_and(|s| s.metadata.uid.as_deref() == Some(&self.target.session_uid)),
+            Some(store) => store.get(&self.target.session).is_some_and(|s| {
+                kube::ResourceExt::uid(&*s).as_deref() == Some(&self.target.session_uid)
+            }),
             None => true,
         }
     }
@@ -871,6 +927,7 @@ mod tests {
             outbox: outbox.iter().map(|s| s.to_string()).collect(),
             base,
             seed: Seed::default(),
+            started: Utc::now(),
         }
     }
 

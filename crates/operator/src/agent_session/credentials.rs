@@ -2,37 +2,98 @@
 //! of the user's token or a GitHub App installation token restricted to the session's repository
 //! and permissions, refreshed before it expires and revoked when the session stops.
 //!
-//! The operator never lists or watches Secrets: what it wrote is remembered in memory; after a
-//! restart the first reconcile reads the session's own Secret once.
+//! The operator never lists or watches Secrets: what it wrote is remembered in memory
+//! ([`SessionTokens`]); after a restart the session's own Secret is read once
+//! ([`read_session_secret`]) and a token still good is adopted. What to do is decided by
+//! `decide::credentials` (pure); this module does the reads and writes it asks for.
 
+use super::names::SessionNames;
 use crate::context::Context;
-use crate::credentials::{CredentialsError, credentials_from_secret, secret_location};
-use crate::github_task::FIELD_MANAGER;
+use crate::credentials::{CredentialsError, SecretLocation};
 use ccplant_api::AgentSession;
-use ccplant_github::{Credentials, ExposeSecret, SecretString};
+use ccplant_github::{ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-/// Annotation on the session Secret: when its installation token expires (RFC 3339).
-pub const TOKEN_EXPIRES_ANNOTATION: &str = "ccplant.io/token-expires-at";
 /// Annotation on the session Secret: "token" (a copy) or "installation" (minted, revocable).
 pub const TOKEN_KIND_ANNOTATION: &str = "ccplant.io/token-kind";
+/// Annotation on the session Secret: when its installation token was minted (RFC 3339).
+pub const TOKEN_ISSUED_ANNOTATION: &str = "ccplant.io/token-issued-at";
+/// Annotation on the session Secret: when its installation token expires (RFC 3339).
+pub const TOKEN_EXPIRES_ANNOTATION: &str = "ccplant.io/token-expires-at";
 
-/// What the operator last wrote for a session (by uid). Debug shows no token (SecretString).
+/// What kind of token the session Secret holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A copy of the plain token in the session's own Secret.
+    Copy,
+    /// A GitHub App installation token the operator minted (revocable, expires).
+    Installation,
+}
+
+impl TokenKind {
+    /// The value of [`TOKEN_KIND_ANNOTATION`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Copy => "token",
+            TokenKind::Installation => "installation",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "token" => Some(TokenKind::Copy),
+            "installation" => Some(TokenKind::Installation),
+            _ => None,
+        }
+    }
+}
+
+/// The one refresh rule: an installation token is replaced after three quarters of its
+/// lifetime (a 1 h GitHub token after 45 min).
+pub fn refresh_time(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> DateTime<Utc> {
+    issued_at + (expires_at - issued_at) * 3 / 4
+}
+
+/// What the operator issued to a session (by uid). Debug shows no token (SecretString).
 #[derive(Clone, Debug)]
 pub struct Issued {
     pub token: SecretString,
-    /// Installation tokens only: when to mint the next one, and the source Secret to revoke with.
-    pub refresh_at: Option<DateTime<Utc>>,
+    pub kind: TokenKind,
+    /// Installation tokens only: when it was minted and when it expires.
+    pub issued_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
-    pub source: (String, String),
+    /// The Secret it came from (and, for an installation token, the App to revoke it with).
+    pub source: SecretLocation,
 }
 
+impl Issued {
+    /// When to issue the next one (installation tokens only).
+    pub fn refresh_at(&self) -> Option<DateTime<Utc>> {
+        Some(refresh_time(self.issued_at?, self.expires_at?))
+    }
+
+    /// The Secret's annotations that let a restarted operator adopt this token.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([(
+            TOKEN_KIND_ANNOTATION.to_owned(),
+            self.kind.as_str().to_owned(),
+        )]);
+        if let Some(t) = self.issued_at {
+            a.insert(TOKEN_ISSUED_ANNOTATION.to_owned(), t.to_rfc3339());
+        }
+        if let Some(t) = self.expires_at {
+            a.insert(TOKEN_EXPIRES_ANNOTATION.to_owned(), t.to_rfc3339());
+        }
+        a
+    }
+}
+
+/// Tokens issued by this process, by session uid.
 #[derive(Default)]
 pub struct SessionTokens {
     issued: Mutex<BTreeMap<String, Issued>>,
@@ -44,13 +105,58 @@ impl std::fmt::Debug for SessionTokens {
     }
 }
 
-/// Outcome of ensuring credentials.
-#[derive(Debug)]
-pub enum Ensured {
-    /// The session uses no GitHub credentials.
-    None,
-    /// The session Secret holds a valid token; reconcile again at `refresh_at` if set.
-    Ready { refresh_at: Option<DateTime<Utc>> },
+impl SessionTokens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Issued>> {
+        self.issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, uid: &str) -> Option<Issued> {
+        self.lock().get(uid).cloned()
+    }
+
+    pub fn set(&self, uid: &str, issued: Issued) {
+        self.lock().insert(uid.to_string(), issued);
+    }
+
+    pub fn forget(&self, uid: &str) -> Option<Issued> {
+        self.lock().remove(uid)
+    }
+}
+
+/// The session's own credentials Secret, as read after a restart.
+#[derive(Clone, Debug, Default)]
+pub struct SessionSecret {
+    pub token: Option<SecretString>,
+    pub kind: Option<TokenKind>,
+    pub issued_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a session Secret says (pure).
+pub fn session_secret(secret: &Secret) -> SessionSecret {
+    let time = |key: &str| {
+        secret
+            .annotations()
+            .get(key)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    SessionSecret {
+        token: secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(ccplant_api::secret_keys::TOKEN))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .map(SecretString::from),
+        kind: secret
+            .annotations()
+            .get(TOKEN_KIND_ANNOTATION)
+            .and_then(|k| TokenKind::parse(k)),
+        issued_at: time(TOKEN_ISSUED_ANNOTATION),
+        expires_at: time(TOKEN_EXPIRES_ANNOTATION),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,327 +169,134 @@ pub enum SessionCredentialsError {
         #[source]
         source: ccplant_github::Error,
     },
-    #[error("a GitHub App installation token needs spec.repository")]
-    AppWithoutRepository,
-    #[error(
-        "Secret {0} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App"
-    )]
-    TokenNotShareable(String),
+    #[error("reading Secret {0}: {1}")]
+    Read(String, #[source] kube::Error),
     #[error("writing Secret {0}: {1}")]
     Write(String, #[source] kube::Error),
+    #[error("deleting Secret {0}: {1}")]
+    Delete(String, #[source] kube::Error),
+    #[error(transparent)]
+    Build(#[from] super::build::BuildError),
 }
 
-/// The Secret the session's credentials come from: its secretRef, else the operator's default.
-pub fn source_location(ctx: &Context, session: &AgentSession) -> Option<(String, String)> {
-    secret_location(
-        session
-            .spec
-            .github
-            .as_ref()
-            .and_then(|g| g.secret_ref.as_ref()),
-        &session.namespace().unwrap_or_default(),
-        ctx.default_github_secret.as_deref(),
-        &ctx.operator_namespace,
-    )
-}
-
-/// Refresh an installation token after three quarters of its lifetime.
-pub fn refresh_time(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> DateTime<Utc> {
-    issued_at + (expires_at - issued_at) * 3 / 4
-}
-
-impl SessionTokens {
-    pub fn get(&self, uid: &str) -> Option<Issued> {
-        self.issued.lock().ok()?.get(uid).cloned()
-    }
-
-    fn set(&self, uid: &str, issued: Issued) {
-        if let Ok(mut m) = self.issued.lock() {
-            m.insert(uid.to_string(), issued);
-        }
-    }
-
-    fn forget(&self, uid: &str) -> Option<Issued> {
-        self.issued.lock().ok()?.remove(uid)
-    }
-}
-
-fn owner_reference(session: &AgentSession) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": AgentSession::api_version(&()),
-        "kind": AgentSession::kind(&()),
-        "name": session.name_any(),
-        "uid": session.uid().unwrap_or_default(),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    })
-}
-
-async fn write_secret(
+/// Reads the session's own credentials Secret (`None` when absent).
+pub async fn read_session_secret(
     ctx: &Context,
     session: &AgentSession,
-    name: &str,
-    token: &SecretString,
-    kind: &str,
-    expires_at: Option<DateTime<Utc>>,
+) -> Result<Option<SessionSecret>, SessionCredentialsError> {
+    let ns = session.namespace().unwrap_or_default();
+    let name = SessionNames::for_session(session).credentials_secret;
+    Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map(|s| s.as_ref().map(session_secret))
+        .map_err(|e| SessionCredentialsError::Read(format!("{ns}/{name}"), e))
+}
+
+/// Writes `issued` into the session's Secret (server-side apply) and remembers it.
+pub async fn store(
+    ctx: &Context,
+    session: &AgentSession,
+    issued: Issued,
 ) -> Result<(), SessionCredentialsError> {
     let ns = session.namespace().unwrap_or_default();
-    let mut annotations = serde_json::Map::new();
-    annotations.insert(TOKEN_KIND_ANNOTATION.into(), kind.into());
-    if let Some(exp) = expires_at {
-        annotations.insert(TOKEN_EXPIRES_ANNOTATION.into(), exp.to_rfc3339().into());
-    }
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": super::build::child_labels(&session.name_any()),
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(session)],
-        },
-        "type": "Opaque",
-        "stringData": { ccplant_api::secret_keys::TOKEN: token.expose_secret() },
-    });
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| SessionCredentialsError::Write(format!("{ns}/{name}"), e))?;
+    let name = SessionNames::for_session(session).credentials_secret;
+    let what = format!("{ns}/{name}");
+    let secret = super::build::desired_credentials_secret(
+        session,
+        issued.token.expose_secret(),
+        issued.annotations(),
+    )?;
+    crate::apply::apply_object(ctx, &secret)
+        .await
+        .map_err(|e| SessionCredentialsError::Write(what, e))?;
+    ctx.session_tokens
+        .set(&session.uid().unwrap_or_default(), issued);
     Ok(())
 }
 
-/// Makes sure the session Secret `secret_name` holds a usable token.
-pub async fn ensure(
+/// What [`mint`] needs: the App's Secret (already read) and the token's restriction.
+#[derive(Clone, Debug)]
+pub struct MintRequest {
+    pub source: SecretLocation,
+    /// The App Secret as observed (the client is built from it without reading it again).
+    pub secret: std::sync::Arc<Secret>,
+    pub repository: String,
+    pub permissions: BTreeMap<String, String>,
+}
+
+/// Mints an installation token restricted to the request's repository and permissions.
+pub async fn mint(
     ctx: &Context,
-    session: &AgentSession,
-    secret_name: &str,
+    request: &MintRequest,
     now: DateTime<Utc>,
-) -> Result<Ensured, SessionCredentialsError> {
-    let uid = session.uid().unwrap_or_default();
-    let Some((src_ns, src_name)) = source_location(ctx, session) else {
-        return Ok(Ensured::None);
-    };
-    if let Some(issued) = ctx.session_tokens.get(&uid)
-        && issued.refresh_at.is_none_or(|r| now < r)
-    {
-        return Ok(Ensured::Ready {
-            refresh_at: issued.refresh_at,
-        });
-    }
-    // Nothing in memory (first reconcile, or after a restart): read the session's own Secret
-    // once and adopt a token that is still good instead of minting or writing again.
-    let own: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
-    let existing = if ctx.session_tokens.get(&uid).is_none() {
-        own.get_opt(secret_name)
-            .await
-            .map_err(|e| SessionCredentialsError::Write(secret_name.to_string(), e))?
-    } else {
-        None
-    };
-    let existing_token = existing.as_ref().and_then(|s| {
-        let data = s.data.as_ref()?.get(ccplant_api::secret_keys::TOKEN)?;
-        String::from_utf8(data.0.clone()).ok()
-    });
-    if let (Some(secret), Some(token)) = (existing.as_ref(), existing_token.as_ref())
-        && secret
-            .annotations()
-            .get(TOKEN_KIND_ANNOTATION)
-            .map(String::as_str)
-            == Some("installation")
-        && let Some(expires_at) = secret
-            .annotations()
-            .get(TOKEN_EXPIRES_ANNOTATION)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    {
-        let refresh_at = expires_at - chrono::Duration::minutes(10);
-        if now < refresh_at {
-            ctx.session_tokens.set(
-                &uid,
-                Issued {
-                    token: SecretString::from(token.clone()),
-                    refresh_at: Some(refresh_at),
-                    expires_at: Some(expires_at),
-                    source: (src_ns, src_name),
-                },
-            );
-            return Ok(Ensured::Ready {
-                refresh_at: Some(refresh_at),
-            });
-        }
-    }
-    let source_secret: Api<Secret> = Api::namespaced(ctx.client.clone(), &src_ns);
-    let source = match source_secret.get_opt(&src_name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return Err(CredentialsError::SecretNotFound {
-                namespace: src_ns,
-                name: src_name,
-            }
-            .into());
-        }
-        Err(source) => {
-            return Err(CredentialsError::Kube {
-                namespace: src_ns,
-                name: src_name,
-                source,
-            }
-            .into());
-        }
-    };
-    let creds =
-        credentials_from_secret(&source).map_err(|problem| CredentialsError::InvalidSecret {
-            namespace: src_ns.clone(),
-            name: src_name.clone(),
-            problem,
+) -> Result<Issued, SessionCredentialsError> {
+    let client = ctx.github.client_for(&request.source, &request.secret)?;
+    let minted = client
+        .mint_installation_token(&[request.repository.clone()], &request.permissions)
+        .await
+        .map_err(|source| SessionCredentialsError::Mint {
+            repository: request.repository.clone(),
+            source,
         })?;
-    match creds {
-        Credentials::Token(_) if src_ns != session.namespace().unwrap_or_default() => {
-            // A long-lived token from the operator's namespace would become readable to anyone
-            // who can read Secrets or exec into pods in the session's namespace.
-            Err(SessionCredentialsError::TokenNotShareable(format!(
-                "{src_ns}/{src_name}"
-            )))
-        }
-        Credentials::Token(token) => {
-            if existing_token.as_deref() != Some(token.expose_secret()) {
-                write_secret(ctx, session, secret_name, &token, "token", None).await?;
-            }
-            ctx.session_tokens.set(
-                &uid,
-                Issued {
-                    token,
-                    refresh_at: None,
-                    expires_at: None,
-                    source: (src_ns, src_name),
-                },
-            );
-            Ok(Ensured::Ready { refresh_at: None })
-        }
-        Credentials::App { .. } => {
-            let Some((_, repo)) = session
-                .spec
-                .repository
-                .as_ref()
-                .and_then(|r| r.owner_and_name())
-            else {
-                return Err(SessionCredentialsError::AppWithoutRepository);
-            };
-            let client = ctx.github.client(&ctx.client, &src_ns, &src_name).await?;
-            let permissions: BTreeMap<String, String> = session
-                .spec
-                .effective_permissions()
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().to_string()))
-                .collect();
-            let minted = client
-                .mint_installation_token(&[repo.to_string()], &permissions)
-                .await
-                .map_err(|source| SessionCredentialsError::Mint {
-                    repository: repo.to_string(),
-                    source,
-                })?;
-            write_secret(
-                ctx,
-                session,
-                secret_name,
-                &minted.token,
-                "installation",
-                Some(minted.expires_at),
-            )
-            .await?;
-            let refresh_at = refresh_time(now, minted.expires_at);
-            ctx.session_tokens.set(
-                &uid,
-                Issued {
-                    token: minted.token,
-                    refresh_at: Some(refresh_at),
-                    expires_at: Some(minted.expires_at),
-                    source: (src_ns, src_name),
-                },
-            );
-            Ok(Ensured::Ready {
-                refresh_at: Some(refresh_at),
-            })
-        }
-    }
+    Ok(Issued {
+        token: minted.token,
+        kind: TokenKind::Installation,
+        issued_at: Some(now),
+        expires_at: Some(minted.expires_at),
+        source: request.source.clone(),
+    })
+}
+
+/// What [`revoke`] needs: the token (when known), its kind, and where the Secret of the App
+/// that minted it is.
+#[derive(Clone, Debug)]
+pub struct RevokeRequest {
+    pub token: Option<SecretString>,
+    pub kind: Option<TokenKind>,
+    pub app: Option<SecretLocation>,
 }
 
 /// Revokes the session's installation token (if it has one) and deletes the session Secret.
-/// Idempotent; after an operator restart it reads the session Secret once to find the token.
+/// Idempotent. The App's client comes from its Secret, read here when no client is cached: the
+/// one read outside `observe`, made once when a session stops rather than on every reconcile.
+/// A failed revocation is logged, not retried: the token expires within the hour and the Secret
+/// is deleted regardless.
 pub async fn revoke(
     ctx: &Context,
     session: &AgentSession,
-    secret_name: &str,
-) -> Result<bool, SessionCredentialsError> {
+    request: &RevokeRequest,
+) -> Result<(), SessionCredentialsError> {
     let ns = session.namespace().unwrap_or_default();
-    let uid = session.uid().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let issued = ctx.session_tokens.forget(&uid);
-    let (token, source, kind) = match issued {
-        Some(i) => {
-            let kind = if i.expires_at.is_some() {
-                "installation"
-            } else {
-                "token"
-            };
-            (Some(i.token), Some(i.source), kind.to_string())
-        }
-        None => {
-            let Some(secret) = api
-                .get_opt(secret_name)
-                .await
-                .map_err(|e| SessionCredentialsError::Write(format!("{ns}/{secret_name}"), e))?
-            else {
-                return Ok(false);
-            };
-            let kind = secret
-                .annotations()
-                .get(TOKEN_KIND_ANNOTATION)
-                .cloned()
-                .unwrap_or_default();
-            let token = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(ccplant_api::secret_keys::TOKEN))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                .map(SecretString::from);
-            let source = source_location(ctx, session);
-            (token, source, kind)
-        }
-    };
-    if kind == "installation"
-        && let (Some(token), Some((src_ns, src_name))) = (token, source)
-        && let Ok(client) = ctx.github.client(&ctx.client, &src_ns, &src_name).await
-        && let Err(e) = client.revoke_installation_token(&token).await
+    let name = SessionNames::for_session(session).credentials_secret;
+    ctx.session_tokens
+        .forget(&session.uid().unwrap_or_default());
+    if request.kind == Some(TokenKind::Installation)
+        && let (Some(token), Some(app)) = (&request.token, &request.app)
     {
-        // The token expires within the hour anyway; the Secret is deleted regardless.
-        tracing::warn!(error = %e, "revoking the installation token failed");
+        let revoked = match ctx.github.client(&ctx.client, app).await {
+            Ok(client) => client
+                .revoke_installation_token(token)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = revoked {
+            tracing::warn!(%error, "revoking the installation token failed");
+        }
     }
-    match api.delete(secret_name, &DeleteParams::background()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(SessionCredentialsError::Write(
-            format!("{ns}/{secret_name}"),
-            e,
-        )),
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(SessionCredentialsError::Delete(format!("{ns}/{name}"), e)),
     }
-}
-
-/// How long until `t`, zero if past.
-pub fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-    (t - now).to_std().unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::ByteString;
 
     #[test]
     fn installation_tokens_are_refreshed_after_three_quarters_of_their_life() {
@@ -395,6 +308,41 @@ mod tests {
         assert_eq!(
             refresh_time(t0, t0 + chrono::Duration::seconds(20)),
             t0 + chrono::Duration::seconds(15)
+        );
+    }
+
+    #[test]
+    fn a_written_secret_reads_back_as_what_was_issued() {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let issued = Issued {
+            token: SecretString::from("ghs_x"),
+            kind: TokenKind::Installation,
+            issued_at: Some(t0),
+            expires_at: Some(t0 + chrono::Duration::hours(1)),
+            source: SecretLocation::new("ops", "app"),
+        };
+        let secret = Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                annotations: Some(issued.annotations()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "token".to_owned(),
+                ByteString(b"ghs_x".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let read = session_secret(&secret);
+        assert_eq!(read.kind, Some(TokenKind::Installation));
+        assert_eq!(read.issued_at, issued.issued_at);
+        assert_eq!(read.expires_at, issued.expires_at);
+        assert_eq!(
+            read.token.map(|t| t.expose_secret().to_owned()),
+            Some("ghs_x".into())
+        );
+        assert_eq!(
+            issued.refresh_at(),
+            Some(t0 + chrono::Duration::minutes(45))
         );
     }
 }

@@ -1,9 +1,10 @@
 //! Pure status transitions of a GitHubTask: what the next status is, given the stored one and
 //! what happened. No I/O; unit-tested directly.
 
-use crate::time::{from_k8s, to_k8s};
+use crate::time::to_k8s;
 use ccplant_api::conditions::{
-    ConditionStatus, find_condition, new_condition, reasons, set_condition, types,
+    ConditionStatus, Progress, find_condition, new_condition, reasons, set_condition, set_progress,
+    types,
 };
 use ccplant_api::{GitHubTask, GitHubTaskPhase, GitHubTaskStatus, RetryPolicy, TaskResult};
 use chrono::{DateTime, Utc};
@@ -16,11 +17,6 @@ pub enum Outcome {
     Done,
     RequeueAfter(Duration),
 }
-
-/// Longest wait between checks for a missing Secret or dependency.
-pub const MAX_PENDING_BACKOFF: Duration = Duration::from_secs(30);
-/// First wait for a missing Secret or dependency.
-pub const MIN_PENDING_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Builds the next status from the stored one.
 #[derive(Debug, Clone)]
@@ -49,11 +45,19 @@ impl StatusBuilder {
         }
     }
 
+    /// The status as built so far.
+    pub fn status(self) -> GitHubTaskStatus {
+        self.status
+    }
+
     fn time(&self) -> Time {
         to_k8s(self.now)
     }
 
-    fn ready(&mut self, status: ConditionStatus, reason: &str, message: &str) {
+    /// Ready (True only for a success), and the kstatus condition of `progress` with the same
+    /// reason and message.
+    fn ready(&mut self, progress: Progress, reason: &str, message: &str) {
+        let status = ConditionStatus::from(progress == Progress::Current);
         let c = new_condition(
             types::READY,
             status,
@@ -63,6 +67,15 @@ impl StatusBuilder {
             self.time(),
         );
         set_condition(&mut self.status.conditions, c);
+        let now = self.time();
+        set_progress(
+            &mut self.status.conditions,
+            progress,
+            reason,
+            message,
+            self.generation,
+            now,
+        );
     }
 
     fn rate_limited_condition(&mut self, limited: bool, message: &str) {
@@ -86,10 +99,16 @@ impl StatusBuilder {
         self.rate_limited_condition(false, "");
     }
 
-    /// Waiting for credentials or a dependency.
-    pub fn pending(mut self, reason: &str, message: String) -> GitHubTaskStatus {
+    /// Waiting for credentials or a dependency (`Stalled` when it will not come without a
+    /// change, e.g. an unusable Secret).
+    pub fn pending(
+        mut self,
+        reason: &str,
+        message: String,
+        progress: Progress,
+    ) -> GitHubTaskStatus {
         self.status.phase = Some(GitHubTaskPhase::Pending);
-        self.ready(ConditionStatus::False, reason, &message);
+        self.ready(progress, reason, &message);
         self.clear_rate_limit();
         self.status.message = Some(message);
         self.status
@@ -98,7 +117,7 @@ impl StatusBuilder {
     /// Given up for good; never acted on again.
     pub fn failed(mut self, reason: &str, message: String) -> GitHubTaskStatus {
         self.status.phase = Some(GitHubTaskPhase::Failed);
-        self.ready(ConditionStatus::False, reason, &message);
+        self.ready(Progress::Stalled, reason, &message);
         self.clear_rate_limit();
         self.status.next_attempt_time = None;
         self.status.message = Some(message);
@@ -112,7 +131,7 @@ impl StatusBuilder {
         self.status.next_attempt_time = None;
         self.status.phase = Some(GitHubTaskPhase::Running);
         let message = format!("attempt {} of {max_attempts}", self.status.attempts);
-        self.ready(ConditionStatus::False, reasons::RUNNING, &message);
+        self.ready(Progress::InProgress, reasons::RUNNING, &message);
         self.clear_rate_limit();
         self.status.message = Some(message);
         self.status
@@ -132,7 +151,7 @@ impl StatusBuilder {
         } else {
             format!("done: {url}")
         };
-        self.ready(ConditionStatus::True, reasons::SUCCEEDED, &message);
+        self.ready(Progress::Current, reasons::SUCCEEDED, &message);
         self.clear_rate_limit();
         self.status.next_attempt_time = None;
         self.status.message = Some(message);
@@ -150,7 +169,7 @@ impl StatusBuilder {
         self.status.attempts = (self.status.attempts - 1).max(0);
         self.status.phase = Some(GitHubTaskPhase::Running);
         let text = format!("{message}; next attempt at {}", reset_at.to_rfc3339());
-        self.ready(ConditionStatus::False, reasons::RATE_LIMITED, &text);
+        self.ready(Progress::InProgress, reasons::RATE_LIMITED, &text);
         self.rate_limited_condition(true, &text);
         self.status.next_attempt_time = Some(to_k8s(reset_at));
         self.status.message = Some(text);
@@ -175,7 +194,7 @@ impl StatusBuilder {
             retry.max_attempts
         );
         this.status.phase = Some(GitHubTaskPhase::Running);
-        this.ready(ConditionStatus::False, reasons::GITHUB_ERROR, &text);
+        this.ready(Progress::InProgress, reasons::GITHUB_ERROR, &text);
         this.clear_rate_limit();
         this.status.next_attempt_time = Some(to_k8s(next));
         this.status.message = Some(text);
@@ -188,13 +207,12 @@ pub fn ready_reason(status: &GitHubTaskStatus) -> Option<String> {
     find_condition(&status.conditions, types::READY).map(|c| c.reason.clone())
 }
 
-/// Backoff while Pending: as long as the task already waited for the same reason (so the wait
-/// doubles), between 1 s and 30 s.
+/// Backoff while Pending: as long as the task already waited (Ready False since), so the wait
+/// doubles, between 1 s and 30 s.
 pub fn pending_backoff(status: &GitHubTaskStatus, now: DateTime<Utc>) -> Duration {
-    let waited = find_condition(&status.conditions, types::READY)
-        .and_then(|c| (now - from_k8s(&c.last_transition_time)).to_std().ok())
-        .unwrap_or_default();
-    waited.clamp(MIN_PENDING_BACKOFF, MAX_PENDING_BACKOFF)
+    let since = find_condition(&status.conditions, types::READY)
+        .map(|c| crate::time::from_k8s(&c.last_transition_time));
+    crate::time::pending_backoff(since, now)
 }
 
 /// Mutable access to the result, creating it when missing.
@@ -291,20 +309,17 @@ mod tests {
 
     #[test]
     fn reasserting_the_same_pending_state_changes_nothing() {
-        let first = StatusBuilder::new(&task(None), at(0))
-            .pending(reasons::SECRET_NOT_FOUND, "Secret a/b not found".into());
-        let again = StatusBuilder::new(&task(Some(first.clone())), at(7))
-            .pending(reasons::SECRET_NOT_FOUND, "Secret a/b not found".into());
+        let first = StatusBuilder::new(&task(None), at(0)).pending(
+            reasons::SECRET_NOT_FOUND,
+            "Secret a/b not found".into(),
+            Progress::InProgress,
+        );
+        let again = StatusBuilder::new(&task(Some(first.clone())), at(7)).pending(
+            reasons::SECRET_NOT_FOUND,
+            "Secret a/b not found".into(),
+            Progress::InProgress,
+        );
         assert_eq!(first, again, "no status write in steady state");
-    }
-
-    #[test]
-    fn pending_backoff_doubles_with_the_time_waited_between_1s_and_30s() {
-        let s =
-            StatusBuilder::new(&task(None), at(0)).pending(reasons::SECRET_NOT_FOUND, "x".into());
-        assert_eq!(pending_backoff(&s, at(0)), Duration::from_secs(1));
-        assert_eq!(pending_backoff(&s, at(4)), Duration::from_secs(4));
-        assert_eq!(pending_backoff(&s, at(100)), Duration::from_secs(30));
     }
 
     #[test]

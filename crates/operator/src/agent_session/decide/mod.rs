@@ -1,0 +1,670 @@
+//! The rules of an AgentSession (DESIGN §3.1), as one pure function: [`decide`] takes the
+//! session, what was observed of its world, the time and the operator's configuration, and
+//! returns the [`Plan`]: the children to write or delete, the agent worker to run or stop, the
+//! token to issue or revoke, the whole next status, the Event, and when to come back. No
+//! client, no clock but `now`: every rule has a table test (`tests.rs`).
+//!
+//! The session is in one [`Stage`], first match wins: it finished earlier; its spec cannot be
+//! acted on; it ran past `expiresAt`; it is suspended; else it is active. A step whose outcome
+//! the rest depends on — issuing a token (a mint can fail), stopping the agent worker (its last
+//! delivered count goes into the status and the next pod) — is planned alone as
+//! [`Plan::first`]; the reconcile performs it and decides again with what it learned.
+
+pub mod conversation;
+pub mod credentials;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+use super::build::{self, BuildConfig};
+use super::children::PodSummary;
+use super::conversation::DELIVERED_BEFORE_ANNOTATION;
+use super::credentials::RevokeRequest;
+use super::names::SessionNames;
+use super::observe::Observed;
+use super::pod_state::PodState;
+use crate::credentials::{SecretLocation, secret_location};
+use crate::events::Event;
+use crate::time::{from_k8s, to_k8s};
+use ccplant_api::conditions::{Progress, reasons, types};
+use ccplant_api::{AgentSession, AgentSessionPhase, AgentSessionStatus};
+use chrono::{DateTime, Utc};
+use conversation::{AgentStep, End, Outcome};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use status::{CredentialsShown, Next, Verdict};
+use std::time::Duration;
+
+/// How long a session whose child the apiserver refused waits before trying again.
+pub const REJECTED_RETRY: Duration = Duration::from_secs(300);
+/// How soon a session whose pod is still terminating looks again.
+pub const TERMINATING_RETRY: Duration = Duration::from_secs(2);
+
+/// The operator's settings the rules depend on.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub build: BuildConfig,
+    /// `--max-session-duration`: the cap of every `lifetime.maxDuration`.
+    pub max_session_duration: Duration,
+    /// `--default-github-secret`.
+    pub default_github_secret: Option<String>,
+}
+
+impl SessionConfig {
+    /// Where the session's GitHub credentials come from; `None` when it uses none.
+    pub fn credential_source(&self, session: &AgentSession) -> Option<SecretLocation> {
+        secret_location(
+            session.spec.github_secret_ref(),
+            &session.namespace().unwrap_or_default(),
+            self.default_github_secret.as_deref(),
+            &self.build.operator_namespace,
+        )
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// It finished earlier (stored phase Succeeded, Failed or Expired).
+    Finished(AgentSessionPhase),
+    /// Its spec breaks a rule the schema could not enforce: the message says which.
+    Invalid(String),
+    /// It ran past `expiresAt`.
+    Expired,
+    /// `spec.suspend`, or suspended after `lifetime.idleTimeout` and not asked back.
+    Suspended,
+    Active,
+}
+
+/// The stage of `session` (pure; `observe` uses it too, to know which reads are needed).
+pub fn stage(session: &AgentSession, cfg: &SessionConfig, now: DateTime<Utc>) -> Stage {
+    let stored = session.status.clone().unwrap_or_default();
+    if let Some(phase) = stored.phase.filter(|p| p.is_finished()) {
+        return Stage::Finished(phase);
+    }
+    if let Err(message) = check(session, cfg) {
+        return Stage::Invalid(message);
+    }
+    if now >= lifetime(session, cfg, now).1 {
+        return Stage::Expired;
+    }
+    if session.spec.suspend || conversation::idle_suspended(session, &stored) {
+        return Stage::Suspended;
+    }
+    Stage::Active
+}
+
+/// What the schema cannot refuse: the spec's own rules, and whether a pod can be built.
+fn check(session: &AgentSession, cfg: &SessionConfig) -> Result<(), String> {
+    session.spec.validate().map_err(|e| e.to_string())?;
+    let has_credentials = cfg.credential_source(session).is_some();
+    build::desired_pod(session, &cfg.build, has_credentials)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Start and exact expiry, counted from creation (stable across operator restarts).
+pub fn lifetime(
+    session: &AgentSession,
+    cfg: &SessionConfig,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(from_k8s)
+        .unwrap_or(now);
+    let max = session
+        .spec
+        .max_duration()
+        .unwrap_or(cfg.max_session_duration)
+        .min(cfg.max_session_duration);
+    (
+        start,
+        start + chrono::Duration::from_std(max).unwrap_or_default(),
+    )
+}
+
+/// How long until `t`, zero if past.
+pub fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (t - now).to_std().unwrap_or_default()
+}
+
+/// A step the rest of the plan depends on: performed alone, then decided again.
+#[derive(Clone, Debug)]
+pub enum First {
+    Token(credentials::Issue),
+    /// Stop the agent worker (because the conversation ended the session, if `end` is set).
+    StopAgent {
+        end: Option<End>,
+    },
+}
+
+/// Children to write: the workspace claim first, then the rest at once.
+#[derive(Clone, Debug, Default)]
+pub struct ChildWrites {
+    pub pvc: Option<PersistentVolumeClaim>,
+    pub service: Option<Service>,
+    pub network_policy: Option<NetworkPolicy>,
+    /// Isolation was turned off: the NetworkPolicy goes.
+    pub delete_network_policy: bool,
+    /// Created, never updated in place.
+    pub pod: Option<Pod>,
+}
+
+/// What one reconcile does.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// When set, the reconcile does only this and decides again with what it learned.
+    pub first: Option<First>,
+    pub children: ChildWrites,
+    pub delete_pod: bool,
+    pub revoke: Option<RevokeRequest>,
+    pub agent: AgentStep,
+    pub status: AgentSessionStatus,
+    pub event: Option<Event>,
+    /// `ttlAfterFinished` passed: the session itself goes (after its status).
+    pub delete_session: bool,
+    /// When to come back; `None`: only on a change.
+    pub requeue: Option<Duration>,
+}
+
+impl Plan {
+    fn first(step: First, next: Next) -> Self {
+        Plan {
+            first: Some(step),
+            status: next.status,
+            ..Plan::default()
+        }
+    }
+}
+
+/// The plan for `session` (see the module documentation).
+pub fn decide(
+    session: &AgentSession,
+    observed: &Observed,
+    now: DateTime<Utc>,
+    cfg: &SessionConfig,
+) -> Plan {
+    let stored = session.status.clone().unwrap_or_default();
+    let mut next = Next::new(&stored, session.metadata.generation, now);
+    let (start, expires_at) = lifetime(session, cfg, now);
+    next.status.start_time = Some(to_k8s(start));
+    next.status.expires_at = Some(to_k8s(expires_at));
+    let mut plan = match stage(session, cfg, now) {
+        Stage::Finished(phase) => finished(session, observed, next, phase, now),
+        Stage::Invalid(message) => {
+            next.verdict(
+                &Verdict::new(AgentSessionPhase::Pending, reasons::INVALID_SPEC, message).stalled(),
+            );
+            Plan {
+                status: next.status,
+                ..Plan::default()
+            }
+        }
+        Stage::Expired => {
+            next.status.work_branch = session.effective_work_branch();
+            let message = format!("expired at {}", expires_at.to_rfc3339());
+            let verdict = Verdict::new(AgentSessionPhase::Expired, reasons::EXPIRED, message);
+            stop(session, observed, next, verdict, None, now)
+        }
+        Stage::Suspended => suspended(session, observed, next, cfg, expires_at, now),
+        Stage::Active => active(session, observed, next, cfg, expires_at, now),
+    };
+    if plan.first.is_none() {
+        plan.event = status::announce(&stored, &plan.status);
+    }
+    plan
+}
+
+/// A session that finished earlier: nothing may run or stay valid; then `ttlAfterFinished`.
+/// The stored verdict is asserted again (a status written before the kstatus conditions gets
+/// them).
+fn finished(
+    session: &AgentSession,
+    observed: &Observed,
+    mut next: Next,
+    phase: AgentSessionPhase,
+    now: DateTime<Utc>,
+) -> Plan {
+    if observed.worker.is_some() {
+        return Plan::first(First::StopAgent { end: None }, next);
+    }
+    conversation::agent_not_running(&mut next, observed.stopped.as_ref());
+    // Expired, or Succeeded by completion.mode WhenIdle: the pod is stopped. A pod whose agent
+    // exited is kept (its logs).
+    let running = observed
+        .children
+        .pod
+        .as_ref()
+        .is_some_and(|p| alive(&p.state));
+    let delete_pod = (phase == AgentSessionPhase::Expired
+        || (phase == AgentSessionPhase::Succeeded && running))
+        && pod_deletable(observed);
+    let revoke = revoke(observed, &mut next);
+    let verdict = status::stored_verdict(&next.status, phase);
+    next.verdict(&verdict);
+    let (delete_session, requeue) = ttl(session, &next.status, now);
+    Plan {
+        delete_pod,
+        revoke,
+        status: next.status,
+        delete_session,
+        requeue,
+        ..Plan::default()
+    }
+}
+
+/// The session stops (expiry, the conversation's end): the agent first, then its pod and token.
+fn stop(
+    session: &AgentSession,
+    observed: &Observed,
+    mut next: Next,
+    verdict: Verdict,
+    end: Option<End>,
+    now: DateTime<Utc>,
+) -> Plan {
+    if observed.worker.is_some() {
+        return Plan::first(First::StopAgent { end }, next);
+    }
+    conversation::agent_not_running(&mut next, observed.stopped.as_ref());
+    let revoke = revoke(observed, &mut next);
+    next.verdict(&verdict);
+    next.unreachable_endpoints();
+    let (delete_session, requeue) = if verdict.phase.is_finished() {
+        ttl(session, &next.status, now)
+    } else {
+        (false, None)
+    };
+    Plan {
+        delete_pod: pod_deletable(observed),
+        revoke,
+        status: next.status,
+        delete_session,
+        requeue,
+        ..Plan::default()
+    }
+}
+
+/// Suspended: the pod goes, the workspace, Service and NetworkPolicy stay.
+fn suspended(
+    session: &AgentSession,
+    observed: &Observed,
+    mut next: Next,
+    cfg: &SessionConfig,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Plan {
+    next.status.work_branch = session.effective_work_branch();
+    let verdict = if session.spec.suspend {
+        Verdict::new(
+            AgentSessionPhase::Suspended,
+            reasons::SUSPENDED,
+            "suspended: the pod is deleted, the workspace kept",
+        )
+    } else {
+        let stored = session.status.clone().unwrap_or_default();
+        Verdict::new(
+            AgentSessionPhase::Suspended,
+            reasons::IDLE_TIMEOUT,
+            stored.message.unwrap_or_default(),
+        )
+    };
+    let (verdict, children, requeue) = match writable(session, observed, cfg) {
+        Err(message) => (rejected(&message), ChildWrites::default(), REJECTED_RETRY),
+        Ok(children) => (verdict, children, until(expires_at, now)),
+    };
+    let mut plan = stop(session, observed, next, verdict, None, now);
+    if plan.first.is_none() {
+        plan.children = children;
+        plan.requeue = Some(requeue);
+    }
+    plan
+}
+
+/// A child the apiserver refused (or that cannot be built): waits for a change, looks again in
+/// [`REJECTED_RETRY`].
+fn rejected(message: &str) -> Verdict {
+    Verdict::new(
+        AgentSessionPhase::Pending,
+        reasons::CHILD_REJECTED,
+        message.to_string(),
+    )
+    .stalled()
+}
+
+/// An active session: credentials first (the clone needs them), then its children, then what
+/// its pod says.
+fn active(
+    session: &AgentSession,
+    observed: &Observed,
+    mut next: Next,
+    cfg: &SessionConfig,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Plan {
+    next.status.work_branch = session.effective_work_branch();
+    let mut requeue = until(expires_at, now);
+    match credentials::decide(session, &observed.credentials, now) {
+        credentials::Decision::Issue(issue) => return Plan::first(First::Token(issue), next),
+        credentials::Decision::Problem {
+            reason,
+            message,
+            progress,
+        } => return pending(next, reason, message, progress, now),
+        credentials::Decision::Ready { shown, refresh_at } => {
+            next.credentials(&shown);
+            if let Some(r) = refresh_at {
+                requeue = requeue.min(until(r, now).max(Duration::from_secs(1)));
+            }
+        }
+    }
+    let children = match writable(session, observed, cfg) {
+        Err(message) => {
+            next.verdict(&rejected(&message));
+            return Plan {
+                status: next.status,
+                requeue: Some(REJECTED_RETRY),
+                ..Plan::default()
+            };
+        }
+        Ok(children) => children,
+    };
+    with_pod(session, observed, next, cfg, children, requeue, now)
+}
+
+/// Waiting for credentials: `CredentialsReady` and the phase say why; looked at again after as
+/// long as it already waited (1 s doubling to 30 s: Secrets are not watched).
+fn pending(
+    mut next: Next,
+    reason: &'static str,
+    message: String,
+    progress: Progress,
+    now: DateTime<Utc>,
+) -> Plan {
+    next.credentials(&CredentialsShown::Problem {
+        reason,
+        message: message.clone(),
+    });
+    let mut verdict = Verdict::new(AgentSessionPhase::Pending, reason, message);
+    verdict.progress = progress;
+    next.verdict(&verdict);
+    let since =
+        ccplant_api::conditions::find_condition(&next.status.conditions, types::CREDENTIALS_READY)
+            .map(|c| from_k8s(&c.last_transition_time));
+    Plan {
+        requeue: Some(crate::time::pending_backoff(since, now)),
+        status: next.status,
+        ..Plan::default()
+    }
+}
+
+/// The session's pod and what it says.
+fn with_pod(
+    session: &AgentSession,
+    observed: &Observed,
+    mut next: Next,
+    cfg: &SessionConfig,
+    mut children: ChildWrites,
+    mut requeue: Duration,
+    now: DateTime<Utc>,
+) -> Plan {
+    let names = SessionNames::for_session(session);
+    let stored = session.status.clone().unwrap_or_default();
+    let pod = observed.children.pod.as_ref();
+    if pod.is_none_or(|p| !alive(&p.state)) {
+        // The agent is gone with its pod; a new pod gets what the old agent had not.
+        if observed.worker.is_some() {
+            return Plan::first(First::StopAgent { end: None }, next);
+        }
+        conversation::agent_not_running(&mut next, observed.stopped.as_ref());
+    }
+    if pod.is_none() {
+        // Missing (first start, resume, or deleted behind our back): created again. A pod
+        // still terminating is left alone; its deletion (or the short requeue) re-creates it.
+        match desired_pod(session, cfg, &next.status) {
+            Ok(p) => children.pod = Some(p),
+            Err(message) => {
+                next.verdict(&rejected(&message));
+                return Plan {
+                    status: next.status,
+                    requeue: Some(REJECTED_RETRY),
+                    ..Plan::default()
+                };
+            }
+        }
+    }
+    if pod.is_some_and(PodSummary::terminating) {
+        requeue = requeue.min(TERMINATING_RETRY);
+    }
+    next.status.pod_name = Some(names.pod.clone());
+    next.status.service_name = Some(names.service.clone());
+    if let Some(size) = session
+        .spec
+        .workspace
+        .as_ref()
+        .and_then(|w| w.size.as_ref())
+    {
+        let bound = observed.children.pvc.is_some_and(|p| p.bound);
+        let (s, r, m) = status::workspace_condition(&names.workspace_pvc, &size.to_string(), bound);
+        next.condition(types::WORKSPACE_READY, (s, r, &m));
+    }
+    let state = pod.map_or(PodState::Missing, |p| p.state.clone());
+    let (verdict, agent, end) = match state {
+        PodState::Missing | PodState::Starting | PodState::Terminating => (
+            Verdict::new(
+                AgentSessionPhase::Starting,
+                reasons::WAITING,
+                "starting the session pod",
+            ),
+            AgentStep::Keep,
+            None,
+        ),
+        PodState::Pending { message } => (
+            Verdict::new(AgentSessionPhase::Starting, reasons::WAITING, message),
+            AgentStep::Keep,
+            None,
+        ),
+        PodState::Running => {
+            next.status.endpoint = build::endpoint(session, &names);
+            next.status.editor_url = build::editor_url(session, &names);
+            let running = Verdict::new(
+                AgentSessionPhase::Running,
+                reasons::RUNNING,
+                "the agent is running",
+            );
+            let (agent, outcome) = match (&observed.ended, pod) {
+                // The worker was stopped because the conversation ended the session.
+                (Some(end), _) => (AgentStep::Keep, Outcome::End(end.clone())),
+                (None, Some(pod)) => {
+                    conversation::converse(session, &stored, pod, observed, &mut next, now)
+                }
+                (None, None) => (AgentStep::Keep, Outcome::Continue(None)),
+            };
+            match outcome {
+                Outcome::Continue(due) => {
+                    if let Some(due) = due {
+                        requeue = requeue.min(due);
+                    }
+                    (running, agent, None)
+                }
+                Outcome::End(end) => (
+                    Verdict::new(end.phase, end.reason, end.message.clone()),
+                    AgentStep::Keep,
+                    Some(end),
+                ),
+            }
+        }
+        PodState::Succeeded => (
+            Verdict::new(
+                AgentSessionPhase::Succeeded,
+                reasons::SUCCEEDED,
+                "the agent finished successfully",
+            ),
+            AgentStep::Keep,
+            None,
+        ),
+        PodState::Failed { reason, message } => {
+            let text = if reason.is_empty() {
+                message
+            } else {
+                format!("{reason}: {message}")
+            };
+            (
+                Verdict::new(AgentSessionPhase::Failed, reasons::FAILED, text),
+                AgentStep::Keep,
+                None,
+            )
+        }
+    };
+    if let Some(end) = end {
+        // The conversation ended the session: its agent, pod and token go.
+        let mut plan = stop(session, observed, next, verdict, Some(end), now);
+        plan.children = children;
+        return plan;
+    }
+    let finished = verdict.phase.is_finished();
+    let revoke = if finished {
+        revoke(observed, &mut next)
+    } else {
+        None
+    };
+    next.verdict(&verdict);
+    if finished {
+        next.unreachable_endpoints();
+        let (delete_session, ttl_requeue) = ttl(session, &next.status, now);
+        return Plan {
+            children,
+            revoke,
+            agent,
+            status: next.status,
+            delete_session,
+            requeue: ttl_requeue,
+            ..Plan::default()
+        };
+    }
+    Plan {
+        children,
+        agent,
+        status: next.status,
+        requeue: Some(requeue),
+        ..Plan::default()
+    }
+}
+
+/// The pod to create, carrying how many outbox entries earlier pods' agents received.
+fn desired_pod(
+    session: &AgentSession,
+    cfg: &SessionConfig,
+    next: &AgentSessionStatus,
+) -> Result<Pod, String> {
+    let has_credentials = cfg.credential_source(session).is_some();
+    let mut pod =
+        build::desired_pod(session, &cfg.build, has_credentials).map_err(|e| e.to_string())?;
+    let delivered = next
+        .agent
+        .as_ref()
+        .map_or(0, |a| a.delivered_messages.max(0));
+    pod.metadata.annotations.get_or_insert_default().insert(
+        DELIVERED_BEFORE_ANNOTATION.to_string(),
+        delivered.to_string(),
+    );
+    Ok(pod)
+}
+
+/// The [`infrastructure`] to write, or why none can be: the apiserver refused a child (learned
+/// in this reconcile), or one cannot be built.
+fn writable(
+    session: &AgentSession,
+    observed: &Observed,
+    cfg: &SessionConfig,
+) -> Result<ChildWrites, String> {
+    match &observed.refused {
+        Some(message) => Err(message.clone()),
+        None => infrastructure(session, observed, cfg),
+    }
+}
+
+/// The PVC, Service and NetworkPolicy a session keeps while it exists (suspended too): each
+/// written when missing from the caches or when the spec changed since the status was last
+/// written, so steady state writes nothing; `Err` when one cannot be built.
+fn infrastructure(
+    session: &AgentSession,
+    observed: &Observed,
+    cfg: &SessionConfig,
+) -> Result<ChildWrites, String> {
+    let cached = &observed.children;
+    let changed =
+        session.status.as_ref().and_then(|s| s.observed_generation) != session.metadata.generation;
+    let mut writes = ChildWrites::default();
+    let pvc = build::desired_pvc(session).map_err(|e| e.to_string())?;
+    if changed || cached.pvc.is_none() {
+        writes.pvc = pvc;
+    }
+    if changed || cached.service.is_none() {
+        let mut service = build::desired_service(session).map_err(|e| e.to_string())?;
+        // A Service made by an earlier version has a virtual IP, which cannot be taken back:
+        // leave spec.clusterIP out of the apply and it stays as it is.
+        if cached.service.is_some_and(|s| !s.headless)
+            && let Some(spec) = service.spec.as_mut()
+        {
+            spec.cluster_ip = None;
+        }
+        writes.service = Some(service);
+    }
+    match build::desired_network_policy(session, &cfg.build).map_err(|e| e.to_string())? {
+        Some(np) if changed || cached.network_policy.is_none() => writes.network_policy = Some(np),
+        // Isolation turned off: the policy goes.
+        None if cached.network_policy.is_some_and(|p| !p.deleting) => {
+            writes.delete_network_policy = true;
+        }
+        _ => {}
+    }
+    Ok(writes)
+}
+
+/// Whether the pod may still run an agent.
+fn alive(state: &PodState) -> bool {
+    matches!(
+        state,
+        PodState::Running | PodState::Starting | PodState::Pending { .. }
+    )
+}
+
+/// A pod to delete: there is one, and it is not going already.
+fn pod_deletable(observed: &Observed) -> bool {
+    observed
+        .children
+        .pod
+        .as_ref()
+        .is_some_and(|p| !p.terminating())
+}
+
+/// The token goes when the session stops: once, tracked by `CredentialsReady` (True with
+/// reason Available: a token was issued).
+fn revoke(observed: &Observed, next: &mut Next) -> Option<RevokeRequest> {
+    let request =
+        credentials::revocation(&observed.credentials, status::token_issued(&next.status))?;
+    next.credentials(&CredentialsShown::Revoked);
+    Some(request)
+}
+
+/// After a finish: delete the session `ttlAfterFinished` after its completion.
+fn ttl(
+    session: &AgentSession,
+    status: &AgentSessionStatus,
+    now: DateTime<Utc>,
+) -> (bool, Option<Duration>) {
+    let Ok(Some(ttl)) = session.spec.ttl_after_finished() else {
+        return (false, None);
+    };
+    let done = status.completion_time.as_ref().map(from_k8s).unwrap_or(now);
+    let due = done + chrono::Duration::from_std(ttl).unwrap_or_default();
+    if now < due {
+        (false, Some(until(due, now)))
+    } else {
+        (true, None)
+    }
+}

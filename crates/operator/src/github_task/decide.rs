@@ -1,0 +1,294 @@
+//! The rules of a GitHubTask (pure): whether there is anything to do, what it waits for, and the
+//! status an attempt ends with. The attempt itself (GitHub's answers decide each next step) is
+//! `steps.rs`; exactly-once lives there and in the fenced attempt record.
+
+use super::status::{Outcome, StatusBuilder, pending_backoff};
+use super::steps::{ResolvedInputs, StepError};
+use crate::credentials::{CredentialsError, SecretLocation, secret_location};
+use crate::guard::Guarded;
+use ccplant_api::conditions::{Progress, reasons};
+use ccplant_api::{AgentSession, AgentSessionPhase, GitHubTask, GitHubTaskPhase, GitHubTaskStatus};
+use ccplant_github::{GitHubClient as GitHub, RepoRef};
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The operator's settings the rules depend on.
+#[derive(Clone, Debug, Default)]
+pub struct TaskConfig {
+    /// `--default-github-owner`: the owner of a bare `repo`.
+    pub default_github_owner: Option<String>,
+    /// `--default-github-secret`.
+    pub default_github_secret: Option<String>,
+    pub operator_namespace: String,
+}
+
+impl TaskConfig {
+    /// Where the task's credentials come from.
+    pub fn credential_source(&self, task: &GitHubTask) -> Option<SecretLocation> {
+        secret_location(
+            task.spec.github_secret_ref(),
+            &task.namespace().unwrap_or_default(),
+            self.default_github_secret.as_deref(),
+            &self.operator_namespace,
+        )
+    }
+}
+
+/// What a task reconcile read.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The GitHub client of the task's credentials (`None`: not read, nothing to do).
+    pub github: Option<Result<GitHub, CredentialsError>>,
+    /// createPullRequest.fromSession: the session, as cached (outer `None`: not asked).
+    pub from_session: Option<Option<Arc<Guarded<AgentSession>>>>,
+    /// approveAndMerge.fromTask: the task, as cached (outer `None`: not asked).
+    pub from_task: Option<Option<Arc<Guarded<GitHubTask>>>>,
+}
+
+/// What one reconcile of a task does.
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing, until the object changes or `requeue` passes.
+    Idle(Option<Duration>),
+    /// Write this status (Pending or Failed) and come back after `requeue`.
+    Record {
+        status: GitHubTaskStatus,
+        requeue: Option<Duration>,
+    },
+    /// Record a new attempt (fenced on the version decided from), then run the action.
+    Attempt(Attempt),
+}
+
+/// An attempt to run the action.
+#[derive(Debug)]
+pub struct Attempt {
+    pub repo: RepoRef,
+    pub inputs: ResolvedInputs,
+    /// An attempt was recorded earlier without a result: it may have written, so its effect is
+    /// looked for before writing again.
+    pub uncertain: bool,
+    /// The status recording this attempt.
+    pub started: GitHubTaskStatus,
+}
+
+/// Whether the task can act at all: its repository, or the plan when it cannot (finished,
+/// invalid, waiting out a backoff or a rate limit). `observe` asks it too: a task that cannot
+/// act reads nothing.
+pub fn gate(task: &GitHubTask, now: DateTime<Utc>, cfg: &TaskConfig) -> Result<RepoRef, Plan> {
+    let stored = task.status.clone().unwrap_or_default();
+    if stored.phase.is_some_and(GitHubTaskPhase::is_finished) {
+        return Err(Plan::Idle(None));
+    }
+    let failed = |message: String| Plan::Record {
+        status: StatusBuilder::new(task, now).failed(reasons::INVALID_SPEC, message),
+        requeue: None,
+    };
+    // What the schema may not have caught (objects that bypassed admission).
+    if let Err(invalid) = task.spec.validate() {
+        return Err(failed(invalid.to_string()));
+    }
+    let Some((owner, repo)) = task
+        .spec
+        .owner_and_repo(cfg.default_github_owner.as_deref())
+    else {
+        return Err(failed(format!(
+            "repository \"{}\" names no owner and the operator has no --default-github-owner",
+            task.spec.repository
+        )));
+    };
+    // Waiting out a backoff or a rate limit: nothing to write.
+    if let Some(next) = stored.next_attempt_time.as_ref()
+        && crate::time::from_k8s(next) > now
+    {
+        return Err(Plan::Idle(Some(
+            (crate::time::from_k8s(next) - now)
+                .to_std()
+                .unwrap_or_default(),
+        )));
+    }
+    Ok(RepoRef::new(owner, repo))
+}
+
+/// The plan for `task`.
+pub fn decide(
+    task: &GitHubTask,
+    observed: &Observed,
+    now: DateTime<Utc>,
+    cfg: &TaskConfig,
+) -> Plan {
+    let repo = match gate(task, now, cfg) {
+        Ok(repo) => repo,
+        Err(plan) => return plan,
+    };
+    let sb = StatusBuilder::new(task, now);
+    let pending = |sb: StatusBuilder, reason: &str, message: String, progress: Progress| {
+        let status = sb.pending(reason, message, progress);
+        let requeue = Some(pending_backoff(&status, now));
+        Plan::Record { status, requeue }
+    };
+    // Credentials: a Secret the operator only `get`s (no watch: a missing one is retried with
+    // backoff).
+    match &observed.github {
+        Some(Ok(_)) => {}
+        Some(Err(e @ CredentialsError::InvalidSecret { .. })) => {
+            return pending(
+                sb,
+                reasons::INVALID_SECRET,
+                e.to_string(),
+                Progress::Stalled,
+            );
+        }
+        Some(Err(e)) => {
+            return pending(
+                sb,
+                reasons::SECRET_NOT_FOUND,
+                e.to_string(),
+                Progress::InProgress,
+            );
+        }
+        None => {
+            let e = CredentialsError::NoSecretConfigured;
+            return pending(
+                sb,
+                reasons::SECRET_NOT_FOUND,
+                e.to_string(),
+                Progress::InProgress,
+            );
+        }
+    }
+    let inputs = match inputs(task, observed) {
+        Inputs::Ready(inputs) => inputs,
+        Inputs::Waiting(message) => {
+            return pending(sb, reasons::WAITING, message, Progress::InProgress);
+        }
+        Inputs::Invalid(message) => {
+            return Plan::Record {
+                status: sb.failed(reasons::INVALID_SPEC, message),
+                requeue: None,
+            };
+        }
+    };
+    let stored = task.status.clone().unwrap_or_default();
+    Plan::Attempt(Attempt {
+        repo,
+        inputs,
+        uncertain: stored.attempts > 0,
+        started: sb.start_attempt(task.spec.retry.max_attempts),
+    })
+}
+
+/// What an attempt's inputs from other objects are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inputs {
+    Ready(ResolvedInputs),
+    Waiting(String),
+    Invalid(String),
+}
+
+/// Values that come from other objects (from the caches). Inputs already recorded by an
+/// earlier attempt are not resolved again: the upstream object may be gone by now (e.g. a
+/// session deleted by ttlAfterFinished).
+pub fn inputs(task: &GitHubTask, observed: &Observed) -> Inputs {
+    let mut inputs = ResolvedInputs::default();
+    if let (Some(name), Some(found)) = (from_session(task), &observed.from_session) {
+        let Some(session) = found.as_deref().and_then(Guarded::valid) else {
+            return Inputs::Waiting(format!("waiting for AgentSession {name} to exist"));
+        };
+        match session.status.as_ref().and_then(|s| s.phase) {
+            Some(AgentSessionPhase::Succeeded) => {
+                inputs.session_branch = Some(
+                    session
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.work_branch.clone())
+                        .or_else(|| session.effective_work_branch())
+                        .unwrap_or_default(),
+                );
+            }
+            Some(phase @ (AgentSessionPhase::Failed | AgentSessionPhase::Expired)) => {
+                return Inputs::Invalid(format!(
+                    "AgentSession {name} ended {phase:?}; no pull request is opened from it"
+                ));
+            }
+            _ => return Inputs::Waiting(format!("waiting for AgentSession {name} to succeed")),
+        }
+    }
+    if let (Some(other), Some(found)) = (from_task(task), &observed.from_task) {
+        let Some(other_task) = found.as_deref().and_then(Guarded::valid) else {
+            return Inputs::Waiting(format!("waiting for GitHubTask {other} to exist"));
+        };
+        match other_task.phase() {
+            Some(GitHubTaskPhase::Succeeded) => {
+                let Some(number) = other_task
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.result.as_ref())
+                    .and_then(|r| r.pull_request_number)
+                else {
+                    return Inputs::Invalid(format!("GitHubTask {other} opened no pull request"));
+                };
+                inputs.task_pull_request = Some(number);
+            }
+            Some(GitHubTaskPhase::Failed) => {
+                return Inputs::Invalid(format!("GitHubTask {other} Failed; nothing to merge"));
+            }
+            _ => return Inputs::Waiting(format!("waiting for GitHubTask {other} to succeed")),
+        }
+    }
+    Inputs::Ready(inputs)
+}
+
+fn recorded(task: &GitHubTask) -> ccplant_api::TaskResult {
+    task.status
+        .as_ref()
+        .and_then(|s| s.result.clone())
+        .unwrap_or_default()
+}
+
+/// createPullRequest.fromSession, unless its branch was recorded already.
+pub fn from_session(task: &GitHubTask) -> Option<&str> {
+    task.spec
+        .create_pull_request
+        .as_ref()
+        .and_then(|p| p.from_session.as_deref())
+        .filter(|_| recorded(task).head_branch.is_none())
+}
+
+/// approveAndMerge.fromTask, unless its pull request was recorded already.
+pub fn from_task(task: &GitHubTask) -> Option<&str> {
+    task.spec
+        .approve_and_merge
+        .as_ref()
+        .and_then(|a| a.from_task.as_deref())
+        .filter(|_| recorded(task).pull_request_number.is_none())
+}
+
+/// The status an attempt ends with, and when to come back (pure). `progress` is the status as
+/// the attempt left it (every result it obtained).
+pub fn conclude(
+    task: &GitHubTask,
+    progress: GitHubTaskStatus,
+    outcome: &Result<(), StepError>,
+    now: DateTime<Utc>,
+) -> (GitHubTaskStatus, Option<Duration>) {
+    let sb = StatusBuilder::from_status(task, progress, now);
+    let (status, next) = match outcome {
+        Ok(()) => (sb.succeeded(), Outcome::Done),
+        Err(StepError::User { reason, message }) => {
+            (sb.failed(reason, message.clone()), Outcome::Done)
+        }
+        Err(StepError::RateLimited { reset_at, message }) => {
+            sb.rate_limited(*reset_at, message.clone())
+        }
+        Err(StepError::Transient { message }) => sb.transient(&task.spec.retry, message.clone()),
+        // Not a GitHub outcome: the reconcile returns the error instead.
+        Err(StepError::Kube(_)) => (sb.status(), Outcome::Done),
+    };
+    let requeue = match next {
+        Outcome::Done => None,
+        Outcome::RequeueAfter(d) => Some(d),
+    };
+    (status, requeue)
+}
