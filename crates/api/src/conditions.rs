@@ -100,6 +100,8 @@ pub mod reasons {
     pub const POD_FAILED: &str = "PodFailed";
 
     // GitHubTask.
+    /// A task's first attempt began (an Event's reason).
+    pub const STARTED: &str = "Started";
     /// GitHub's primary or secondary rate limit was hit.
     pub const RATE_LIMITED: &str = "RateLimited";
     /// No rate limit is in effect.

@@ -44,14 +44,14 @@ pub struct RunArgs {
     pub max_session_duration: Duration,
 
     /// Image of the init container that clones the repository (needs git and sh).
-    #[arg(long, env = "CCPLANT_GIT_IMAGE", default_value = "alpine/git:2.47.2")]
+    #[arg(long, env = "CCPLANT_GIT_IMAGE", default_value = crate::agent_session::build::DEFAULT_GIT_IMAGE)]
     pub git_image: String,
 
     /// Editor (code-server) image for sessions with spec.editor.enabled and no image.
     #[arg(
         long,
         env = "CCPLANT_EDITOR_IMAGE",
-        default_value = "codercom/code-server:4.104.0"
+        default_value = crate::agent_session::build::DEFAULT_EDITOR_IMAGE
     )]
     pub editor_image: String,
 
@@ -60,16 +60,16 @@ pub struct RunArgs {
     #[arg(long, env = "CCPLANT_GITHUB_HOST")]
     pub github_host: Option<String>,
 
-    /// AgentSessions reconciled concurrently.
+    /// AgentSessions reconciled concurrently, over all watched namespaces.
     #[arg(long, env = "CCPLANT_SESSION_CONCURRENCY", default_value_t = 16)]
     pub session_concurrency: u16,
 
-    /// Agent API connects and requests in flight at once, over all sessions (established event
-    /// streams do not count).
+    /// Agent API connects and requests in flight at once, over all sessions of all watched
+    /// namespaces (established event streams do not count).
     #[arg(long, env = "CCPLANT_AGENT_CONCURRENCY", default_value_t = 32)]
     pub agent_concurrency: u16,
 
-    /// GitHubTasks reconciled concurrently.
+    /// GitHubTasks reconciled concurrently, over all watched namespaces.
     #[arg(long, env = "CCPLANT_TASK_CONCURRENCY", default_value_t = 8)]
     pub task_concurrency: u16,
 

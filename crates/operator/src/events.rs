@@ -13,6 +13,10 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// `reportingController` of every Event the operator publishes (what `kubectl events` shows as
+/// FROM): a qualified name, as Kubernetes' own controllers use (`kubernetes.io/kubelet`).
+pub const REPORTING_CONTROLLER: &str = "ccplant.io/operator";
+
 /// Kubernetes caps `note` at 1 KiB.
 const MAX_NOTE_BYTES: usize = 1024;
 
@@ -50,7 +54,7 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// `controller` is the reporting controller (`ccplant.io/operator`), `instance` this
+    /// `controller` is the reporting controller ([`REPORTING_CONTROLLER`]), `instance` this
     /// replica.
     pub fn new(client: Client, controller: &str, instance: &str) -> Self {
         Recorder {
@@ -131,7 +135,7 @@ mod tests {
         let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
         Recorder::new(
             Client::try_from(config).unwrap(),
-            "ccplant.io/operator",
+            REPORTING_CONTROLLER,
             "replica-a",
         )
     }

@@ -8,7 +8,7 @@
 mod harness;
 
 use ccplant_api::{AgentSession, AgentSessionPhase, AgentState};
-use ccplant_testenv::fake_agent::{AgentHost, FakeAgent, Mode, Script};
+use ccplant_testenv::fake_agent::{AgentHost, FakeAgent, InFlight, Mode, Script};
 use ccplant_testenv::{TestEnv, TestNamespace, wait_for, wait_for_deletion};
 use harness::*;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -681,4 +681,57 @@ async fn reqwest_like_get(addr: &str, path: &str) -> String {
         return data;
     }
     body.to_string()
+}
+
+#[tokio::test]
+async fn agent_concurrency_bounds_the_agent_calls_of_every_namespace_scope_together() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-scope-a", |a| async move {
+            env()
+                .with_namespace("conv-scope-b", |b| async move {
+                    // Slow agents (every answer takes 400 ms) sharing one in-flight gauge, six
+                    // sessions in each of the two namespaces the operator watches.
+                    let in_flight = InFlight::default();
+                    let script = Script {
+                        answer_delay: Duration::from_millis(400),
+                        in_flight: in_flight.clone(),
+                        ..Script::default()
+                    };
+                    let hosts = [host(&a, script.clone()).await, host(&b, script).await];
+                    let fake = fake_with_repo().await;
+                    let mut op = Operator::new(
+                        &format!("{},{}", a.name, b.name),
+                        &fake.url(),
+                        &["--operator-namespace", "ccplant-system", "--agent-concurrency", "4"],
+                    )
+                    .with_kubeconfig(env().kubeconfig.clone());
+                    op.start();
+                    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+                    for ns in [&a, &b] {
+                        for name in &names {
+                            let spec = json!({"agent": {"image": IMAGE}, "prompt": "hi"});
+                            create_session(ns, &session(name, spec)).await;
+                        }
+                    }
+                    for agents in &hosts {
+                        for name in &names {
+                            let agent = agents.wait_agent(name, T).await.unwrap();
+                            wait_received(&agent, 1, T).await;
+                        }
+                    }
+                    println!(
+                        "agent API requests: {} in all, at most {} in flight at once (--agent-concurrency 4, 2 scopes, 12 sessions)",
+                        in_flight.total(),
+                        in_flight.max()
+                    );
+                    assert!(in_flight.total() >= 48, "each session connects, reads, checks and sends");
+                    assert_eq!(in_flight.max(), 4, "the limit holds over both scopes, and is reached");
+                    for agents in hosts {
+                        agents.stop().await;
+                    }
+                })
+                .await;
+        })
+        .await;
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the local control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, etcd, kwok, helm) and agentapi (the agent HTTP API the operator talks to, for the
-# conversation tests) from Go modules served by the module proxy, once per version set, into a
-# cache directory outside the repository. Prints the bin directory on stdout.
+# kubectl, etcd, kwok, helm), agentapi (the agent HTTP API the operator talks to, for the
+# conversation tests) and ccplant-statuscheck (kstatus and Argo CD's health checks, computed by
+# their own code, from crates/testenv/statuscheck) from Go modules served by the module proxy,
+# once per version set, into a cache directory outside the repository. Prints the bin directory
+# on stdout.
 #
 # No Docker, no binary downloads: everything comes from Go modules.
 set -euo pipefail
@@ -13,6 +15,10 @@ KWOK_VERSION="${CCPLANT_KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${CCPLANT_HELM_VERSION:-v3.22.0}"
 # The newest agentapi release the module proxy serves here (v0.11 and v0.12 are refused).
 AGENTAPI_VERSION="${CCPLANT_AGENTAPI_VERSION:-v0.10.0}"
+# kstatus as Flux and kpt use it, and the Lua interpreter Argo CD runs health checks with.
+CLI_UTILS_VERSION="${CCPLANT_CLI_UTILS_VERSION:-v0.37.2}"
+GOPHER_LUA_VERSION="${CCPLANT_GOPHER_LUA_VERSION:-v1.1.2}"
+STATUSCHECK_SRC="$(cd "$(dirname "$0")/../statuscheck" && pwd)/main.go"
 
 CACHE_ROOT="${CCPLANT_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ccplant-testenv}"
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
@@ -21,7 +27,11 @@ STAMP="$CACHE_ROOT/$KEY/.complete"
 
 log() { echo "testenv-build: $*" >&2; }
 
-if [[ -f "$STAMP" && -x "$BIN/agentapi" ]]; then
+# The status checker is rebuilt whenever its source or versions change.
+statuscheck_key="$(cat "$STATUSCHECK_SRC" | sha256sum | cut -c1-16)-${CLI_UTILS_VERSION}-${GOPHER_LUA_VERSION}"
+statuscheck_current() { [[ -x "$BIN/ccplant-statuscheck" && "$(cat "$BIN/.statuscheck-key" 2>/dev/null)" == "$statuscheck_key" ]]; }
+
+if [[ -f "$STAMP" && -x "$BIN/agentapi" ]] && statuscheck_current; then
   echo "$BIN"
   exit 0
 fi
@@ -131,11 +141,24 @@ build_agentapi() {
   (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$BIN/agentapi" github.com/coder/agentapi >&2)
 }
 
+build_statuscheck() {
+  local mod="$WORK/statuscheck"
+  mkdir -p "$mod"
+  cp "$STATUSCHECK_SRC" "$mod/main.go"
+  printf 'module ccplant.local/statuscheck\n\ngo 1.25.0\n\nrequire (\n\tgithub.com/yuin/gopher-lua %s\n\tsigs.k8s.io/cli-utils %s\n)\n' \
+    "$GOPHER_LUA_VERSION" "$CLI_UTILS_VERSION" >"$mod/go.mod"
+  (cd "$mod" && go mod tidy >&2)
+  log "building ccplant-statuscheck (kstatus ${CLI_UTILS_VERSION}, gopher-lua ${GOPHER_LUA_VERSION})"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$BIN/ccplant-statuscheck" . >&2)
+  echo "$statuscheck_key" >"$BIN/.statuscheck-key"
+}
+
 start=$(date +%s)
 [[ -x "$BIN/etcd" ]] || build_etcd
 [[ -x "$BIN/kwok" && -d "$CACHE_ROOT/$KEY/kwok-stages" ]] || build_kwok
 [[ -x "$BIN/helm" ]] || build_helm
 [[ -x "$BIN/agentapi" ]] || build_agentapi
+statuscheck_current || build_statuscheck
 [[ -x "$BIN/kube-apiserver" && -x "$BIN/kubectl" && -x "$BIN/kube-scheduler" && -x "$BIN/kube-controller-manager" ]] || build_kubernetes
 touch "$STAMP"
 log "done in $(( $(date +%s) - start ))s: $BIN"

@@ -25,20 +25,22 @@ down_hint="make demo-down"
 [[ "$dir" == target/testenv ]] || down_hint="bash crates/testenv/scripts/demo.sh down $dir"
 
 # Where every object of examples/ must end up here. An object in examples/ without a line here
-# fails the check: a new example needs its expectation.
-#   example file                          object                                phase[/Ready reason]    status fields
+# fails the check: a new example needs its expectation. "tools" is what kstatus (Flux, kpt,
+# kubectl wait) and Argo CD (examples/argocd/argocd-cm-health.yaml) make of the end state, each
+# computed by its own code (ccplant-statuscheck).
+#   example file                          object                                phase[/Ready reason]    tools                status fields
 EXPECTED="
-agentsession-bare.yaml                 agentsession/hello-agent              Running                 agent.state=Idle,agent.deliveredMessages=1
-agentsession-github-app.yaml           agentsession/hello-world-readme       Pending/SecretNotFound
-agentsession-suspended-workspace.yaml  agentsession/long-refactor            Suspended
-chain-issue-session-pr-merge.yaml      githubtask/healthz-issue              Succeeded               result.issueNumber
-chain-issue-session-pr-merge.yaml      agentsession/healthz                  Succeeded
-chain-issue-session-pr-merge.yaml      githubtask/healthz-pr                 Succeeded               result.headBranch=ccplant/healthz
-chain-issue-session-pr-merge.yaml      githubtask/healthz-merge              Succeeded               result.merged=true
-githubtask-approve-and-merge.yaml      githubtask/merge-pr-42                Failed/NotFound
-githubtask-comment.yaml                githubtask/comment-on-issue-7         Failed/NotFound
-githubtask-create-issue.yaml           githubtask/add-health-endpoint-issue  Succeeded               result.commentID
-githubtask-create-pull-request.yaml    githubtask/open-latest-branch-pr      Succeeded               result.headBranch=feature/farewell
+agentsession-bare.yaml                 agentsession/hello-agent              Running                 Current/Healthy      agent.state=Idle,agent.deliveredMessages=1
+agentsession-github-app.yaml           agentsession/hello-world-readme       Pending/SecretNotFound  InProgress/Progressing
+agentsession-suspended-workspace.yaml  agentsession/long-refactor            Suspended               Current/Suspended
+chain-issue-session-pr-merge.yaml      githubtask/healthz-issue              Succeeded               Current/Healthy      result.issueNumber
+chain-issue-session-pr-merge.yaml      agentsession/healthz                  Succeeded               Current/Healthy
+chain-issue-session-pr-merge.yaml      githubtask/healthz-pr                 Succeeded               Current/Healthy      result.headBranch=ccplant/healthz
+chain-issue-session-pr-merge.yaml      githubtask/healthz-merge              Succeeded               Current/Healthy      result.merged=true
+githubtask-approve-and-merge.yaml      githubtask/merge-pr-42                Failed/NotFound         Failed/Degraded
+githubtask-comment.yaml                githubtask/comment-on-issue-7         Failed/NotFound         Failed/Degraded
+githubtask-create-issue.yaml           githubtask/add-health-endpoint-issue  Succeeded               Current/Healthy      result.commentID
+githubtask-create-pull-request.yaml    githubtask/open-latest-branch-pr      Succeeded               Current/Healthy      result.headBranch=feature/farewell
 "
 
 bold() { if [[ -t 1 ]]; then printf '\033[1m%s\033[0m\n' "$*"; else printf '%s\n' "$*"; fi; }
@@ -223,8 +225,8 @@ actual_of() {
 # The objects whose phase (and reason) are as expected, and whose status fields too (an agent's
 # state may settle after the phase).
 reached_objects() {
-  local state="$1" file object want fields
-  while read -r file object want fields; do
+  local state="$1" file object want tools fields
+  while read -r file object want tools fields; do
     [[ -n "$file" && "$(actual_of "$object" "$want" "$state")" == "$want" ]] || continue
     if [[ -z "${fields:-}" ]] || check_fields "$object" "$fields" >/dev/null; then echo "$object"; fi
   done <<<"$EXPECTED"
@@ -295,13 +297,24 @@ watch_secs=$((SECONDS - watch_start))
 
 step "Summary"
 state="$(state_of "$(snapshot)")"
+# "object kstatus/argocd" lines: what kstatus and Argo CD's health checks say of each object.
+objects_json="$(kubectl get agentsessions,githubtasks -n "$NS" -o json)"
+tools_state="$(LC_ALL=C join \
+  <(ccplant-statuscheck kstatus <<<"$objects_json" | awk '{print tolower($1), $2}' | LC_ALL=C sort) \
+  <(ccplant-statuscheck argocd-health examples/argocd/argocd-cm-health.yaml <<<"$objects_json" |
+    awk '{print tolower($1), $2}' | LC_ALL=C sort) |
+  awk '{print $1, $2 "/" $3}')"
 passed=0
 rows=("EXAMPLE	OBJECT	EXPECTED	ACTUAL	")
-while read -r file object want fields; do
+while read -r file object want tools fields; do
   [[ -n "$file" ]] || continue
   actual="$(actual_of "$object" "$want" "$state")"
   ok=1
   [[ "$actual" == "$want" ]] || ok=0
+  got_tools="$(awk -v o="$object" '$1 == o {print $2}' <<<"$tools_state")"
+  [[ "$got_tools" == "$tools" ]] || ok=0
+  want+=" $tools"
+  actual+=" ${got_tools:-none}"
   if [[ -n "${fields:-}" ]]; then
     got="$(check_fields "$object" "$fields")" || ok=0
     want+=" $fields"
@@ -352,6 +365,7 @@ else
   mark="✗"
 fi
 rows+=("(fake GitHub)	writes	$want_writes	${writes:-none}	$mark")
+echo "Phases, then what kstatus (Flux, kpt, kubectl wait) and Argo CD (examples/argocd/) say of each object:"
 printf '%s\n' "${rows[@]}" | column -t -s $'\t'
 failed=$((total - passed))
 echo

@@ -18,6 +18,8 @@ pub struct Binaries {
     pub helm: PathBuf,
     /// agentapi (github.com/coder/agentapi), the agent HTTP API of a session pod.
     pub agentapi: PathBuf,
+    /// kstatus and Argo CD's health checks, computed by their own code (`statuscheck/`).
+    pub statuscheck: PathBuf,
     /// KWOK's upstream Stage definitions (`node/fast/…`, `pod/fast/…`).
     pub kwok_stages: PathBuf,
 }
@@ -65,6 +67,7 @@ impl Binaries {
             kwok: dir.join("kwok"),
             helm: dir.join("helm"),
             agentapi: dir.join("agentapi"),
+            statuscheck: dir.join("ccplant-statuscheck"),
             kwok_stages: dir.parent().unwrap_or(dir).join("kwok-stages"),
         };
         for bin in [
@@ -76,6 +79,7 @@ impl Binaries {
             &b.kwok,
             &b.helm,
             &b.agentapi,
+            &b.statuscheck,
         ] {
             require_executable(bin)
                 .context("run crates/testenv/scripts/build-binaries.sh (make testenv-bins)")?;

@@ -17,6 +17,7 @@ pub mod controlplane;
 pub mod fake_agent;
 pub mod fake_github;
 pub mod process;
+pub mod statuscheck;
 
 pub use binaries::Binaries;
 pub use controlplane::{ControlPlane, DEFAULT_POD_CIDR, LOOPBACK_POD_CIDR, StartOptions};

@@ -8,11 +8,15 @@
 //! A refusal of the apiserver (admission, quota, RBAC, an invalid override) is learned, not an
 //! error: the session shows it (`ChildRejected`) instead of retrying every 5 s.
 
+use super::build::HEADLESS;
+use super::children::{PodSummary, Presence, ServiceSummary};
 use super::controller::{Error, SessionContext};
+use super::conversation::DELIVERED_BEFORE_ANNOTATION;
+use super::pod_state::PodState;
 use super::credentials::{self, Issued, SessionCredentialsError};
 use super::decide::conversation::AgentStep;
 use super::decide::credentials::Issue;
-use super::decide::{First, Plan};
+use super::decide::{ChildWrites, First, Plan};
 use super::names::SessionNames;
 use super::observe::{Learned, MintFailure};
 use ccplant_api::AgentSession;
@@ -186,12 +190,53 @@ async fn write_children(
         }
     };
     let (service, policy, pod) = futures::join!(service, policy, pod);
-    for result in [service, policy, pod] {
-        if let Some(refused) = refusal(result)? {
-            return Ok(Some(refused));
-        }
+    let (service, policy, pod) = (refusal(service)?, refusal(policy)?, refusal(pod)?);
+    expect_written(sctx, &ns, &names, writes, (&service, &policy, &pod));
+    Ok(service.or(policy).or(pod))
+}
+
+/// Children just written count as present until their watches show them, so a reconcile in
+/// between does not write them again.
+fn expect_written(
+    sctx: &SessionContext,
+    ns: &str,
+    names: &SessionNames,
+    writes: &ChildWrites,
+    (service, policy, pod): (&Option<String>, &Option<String>, &Option<String>),
+) {
+    let index = &sctx.children;
+    let present = Presence {
+        deleting: false,
+        bound: false,
+    };
+    if writes.pvc.is_some() {
+        index.pvcs.expect(ns, &names.workspace_pvc, present);
     }
-    Ok(None)
+    if let (Some(s), None) = (&writes.service, service) {
+        let headless = s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(HEADLESS);
+        index
+            .services
+            .expect(ns, &names.service, ServiceSummary { headless });
+    }
+    if let (Some(_), None) = (&writes.network_policy, policy) {
+        index.network_policies.expect(ns, &names.network_policy, present);
+    }
+    if let (Some(p), None) = (&writes.pod, pod) {
+        let delivered_before = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DELIVERED_BEFORE_ANNOTATION))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let summary = PodSummary {
+            state: PodState::Starting,
+            ip: None,
+            uid: 0,
+            delivered_before,
+        };
+        index.pods.expect(ns, &names.pod, summary);
+    }
 }
 
 /// An apiserver refusal of a child (400, 403, 404, 422) as the message the session shows;

@@ -25,14 +25,25 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::warn;
+
+/// How long a child this process wrote counts as present before its watch showed it.
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// Children written and not seen by the watch yet, with what they are assumed to be.
+type Expected<S> = Arc<Mutex<HashMap<String, (S, Instant)>>>;
 
 /// One kind of child: summaries by `namespace/name`.
 #[derive(Debug)]
 pub struct Index<S> {
     entries: Arc<RwLock<HashMap<String, S>>>,
+    /// Written by this process, not in `entries` yet (the watch lags the write): a reconcile
+    /// in between takes them as present instead of writing them again (kube-controller-manager's
+    /// "expectations"). Cleared by the child's next watch event, a relist, or the TTL.
+    expected: Expected<S>,
     synced: watch::Receiver<bool>,
 }
 
@@ -40,24 +51,49 @@ impl<S> Clone for Index<S> {
     fn clone(&self) -> Self {
         Index {
             entries: self.entries.clone(),
+            expected: self.expected.clone(),
             synced: self.synced.clone(),
         }
     }
 }
 
 impl<S: Clone> Index<S> {
+    /// The child's summary: as last watched, else as expected after this process wrote it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<S> {
+        let key = key(namespace, name);
         let entries = self
             .entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.get(&key(namespace, name)).cloned()
+        if let Some(s) = entries.get(&key) {
+            return Some(s.clone());
+        }
+        drop(entries);
+        let mut expected = lock(&self.expected);
+        match expected.get(&key) {
+            Some((s, at)) if at.elapsed() < EXPECTATION_TTL => Some(s.clone()),
+            Some(_) => {
+                expected.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Notes that this process wrote `namespace/name`, assumed to be `summary` until its watch
+    /// shows it.
+    pub fn expect(&self, namespace: &str, name: &str, summary: S) {
+        lock(&self.expected).insert(key(namespace, name), (summary, Instant::now()));
     }
 
     /// `true` once the first list completed (for the controller's start and shutdown).
     pub fn synced(&self) -> watch::Receiver<bool> {
         self.synced.clone()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn key(namespace: &str, name: &str) -> String {
@@ -184,9 +220,11 @@ where
     let (synced_tx, synced) = watch::channel(false);
     let index = Index {
         entries: Arc::new(RwLock::new(HashMap::new())),
+        expected: Arc::new(Mutex::new(HashMap::new())),
         synced,
     };
     let entries = index.entries.clone();
+    let expected = index.expected.clone();
     // A relist's summaries and the sessions they belong to, held until the list is complete.
     let mut relist: Option<Relist<S>> = None;
     let kind = K::kind(&()).into_owned();
@@ -215,15 +253,20 @@ where
                 Ok(watcher::Event::InitDone) => {
                     let (fresh, owners_of) = relist.take().unwrap_or_default();
                     *write() = fresh;
+                    lock(&expected).clear();
                     synced_tx.send_replace(true);
                     owners_of
                 }
                 Ok(watcher::Event::Apply(obj)) => {
-                    write().insert(key_of(&obj), summarize(&obj));
+                    let key = key_of(&obj);
+                    lock(&expected).remove(&key);
+                    write().insert(key, summarize(&obj));
                     owners(&obj)
                 }
                 Ok(watcher::Event::Delete(obj)) => {
-                    write().remove(&key_of(&obj));
+                    let key = key_of(&obj);
+                    lock(&expected).remove(&key);
+                    write().remove(&key);
                     owners(&obj)
                 }
                 Err(e) => {
@@ -303,6 +346,38 @@ mod tests {
         assert!(!summarize_policy(&policy).deleting);
         policy.metadata.deletion_timestamp = Some(crate::time::to_k8s(chrono::Utc::now()));
         assert!(summarize_policy(&policy).deleting);
+    }
+
+    #[test]
+    fn a_child_written_counts_as_present_until_its_watch_shows_it() {
+        let (_tx, synced) = watch::channel(true);
+        let index = Index::<Presence> {
+            entries: Arc::new(RwLock::new(HashMap::new())),
+            expected: Arc::new(Mutex::new(HashMap::new())),
+            synced,
+        };
+        assert_eq!(index.get("team", "s"), None);
+        let assumed = Presence {
+            deleting: false,
+            bound: false,
+        };
+        index.expect("team", "s", assumed);
+        assert_eq!(index.get("team", "s"), Some(assumed));
+        assert_eq!(index.get("team", "other"), None);
+        // What the watch shows wins.
+        let seen = Presence {
+            deleting: false,
+            bound: true,
+        };
+        index.entries.write().unwrap().insert(key("team", "s"), seen);
+        assert_eq!(index.get("team", "s"), Some(seen));
+        // Expired: no longer assumed.
+        index.entries.write().unwrap().clear();
+        lock(&index.expected).insert(
+            key("team", "s"),
+            (assumed, Instant::now().checked_sub(EXPECTATION_TTL + Duration::from_secs(1)).unwrap()),
+        );
+        assert_eq!(index.get("team", "s"), None);
     }
 
     #[test]

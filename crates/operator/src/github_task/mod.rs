@@ -232,7 +232,7 @@ async fn run_attempt(
             task,
             &Event {
                 type_: EventType::Normal,
-                reason: "Started".into(),
+                reason: reasons::STARTED.into(),
                 note: Some(note),
                 action: "Running".into(),
             },

@@ -91,13 +91,17 @@ async fn a_session_runs_then_succeeds_or_fails_with_its_pod() {
                 assert_eq!(status.pod_name.as_deref(), Some(name));
                 assert_eq!(condition(&running, "Ready").0, "True");
                 assert!(status.expires_at.is_some() && status.start_time.is_some());
+                assert_eq!(tools_say(&running), "Current/Healthy");
             }
             exit_pod(&ns, "ok", "0").await;
             exit_pod(&ns, "bad", "3").await;
             let ok = wait_session(&ns, "ok", AgentSessionPhase::Succeeded, T).await;
             assert!(ok.status.as_ref().unwrap().completion_time.is_some());
             assert_eq!(condition(&ok, "Finished").0, "True");
+            assert_eq!(tools_say(&ok), "Current/Healthy");
             let bad = wait_session(&ns, "bad", AgentSessionPhase::Failed, T).await;
+            assert_eq!(tools_say(&bad), "Failed/Degraded");
+            assert_eq!(condition(&bad, "Stalled").1, "Failed");
             let message = bad.status.unwrap().message.unwrap();
             assert!(
                 message.contains("Error") && message.contains('3'),
@@ -107,6 +111,14 @@ async fn a_session_runs_then_succeeds_or_fails_with_its_pod() {
                 t == "Warning" && r == "Failed"
             })
             .await;
+            let events = ns.api::<k8s_openapi::api::core::v1::Event>().list(&Default::default()).await.unwrap();
+            let from: std::collections::BTreeSet<_> = events
+                .items
+                .iter()
+                .filter(|e| e.involved_object.kind.as_deref() == Some("AgentSession"))
+                .map(|e| e.reporting_component.clone().unwrap_or_default())
+                .collect();
+            assert_eq!(from, ["ccplant.io/operator".to_string()].into(), "the sessions' events come from the operator");
         })
         .await;
 }
@@ -178,6 +190,8 @@ async fn a_missing_secret_keeps_the_session_pending_until_it_exists() {
                 ("False".into(), "SecretNotFound".into(), format!("Secret {}/{SECRET} not found", ns.name))
             );
             assert!(ns.api::<Pod>().get_opt("s").await.unwrap().is_none(), "no pod without credentials");
+            assert_eq!(tools_say(&pending), "InProgress/Progressing");
+            assert_eq!(condition(&pending, "Reconciling").1, "SecretNotFound");
             let created = std::time::Instant::now();
             token_secret(&ns).await;
             wait_session(&ns, "s", AgentSessionPhase::Running, Duration::from_secs(40)).await;
@@ -208,6 +222,7 @@ async fn a_session_expires_exactly_on_time_and_ttl_after_finished_deletes_it() {
             assert!(late <= 1000, "Expired {late} ms after expiresAt");
             assert!(late >= 0, "not before expiresAt");
             assert_eq!(condition(&expired, "Ready").1, "Expired");
+            assert_eq!(tools_say(&expired), "Current/Healthy");
             wait_for_deletion(&ns.api::<Pod>(), "short", Duration::from_secs(10), "pod deleted at expiry").await;
             wait_for_deletion(&ns.api::<AgentSession>(), "short", Duration::from_secs(15), "ttlAfterFinished").await;
         })
@@ -245,6 +260,8 @@ async fn suspend_keeps_the_workspace_and_resume_starts_a_new_pod_on_it() {
             let suspended = wait_session(&ns, "w", AgentSessionPhase::Suspended, T).await;
             let (status, reason, _) = condition(&suspended, "Finished");
             assert_eq!((status.as_str(), reason.as_str()), ("False", "Suspended"));
+            assert_eq!(tools_say(&suspended), "Current/Suspended");
+            assert_eq!(condition(&suspended, "Suspended").0, "True");
             wait_for_deletion(&ns.api::<Pod>(), "w", T, "pod deleted on suspend").await;
             assert!(ns.api::<PersistentVolumeClaim>().get_opt("w-workspace").await.unwrap().is_some(), "PVC kept");
             assert!(ns.api::<Service>().get_opt("w").await.unwrap().is_some(), "Service kept");
@@ -357,6 +374,7 @@ async fn a_spec_the_operator_cannot_act_on_is_reported_once_without_retrying() {
                         .into()
                 )
             );
+            assert_eq!(tools_say(&pending), "Failed/Degraded");
             // A second session as a barrier: once it runs, the first was reconciled long ago.
             create_session(&ns, &session("barrier", json!({"agent": {"image": IMAGE}}))).await;
             wait_session(&ns, "barrier", AgentSessionPhase::Running, T).await;
@@ -404,6 +422,7 @@ async fn a_pod_the_apiserver_refuses_is_reported_without_a_retry_loop() {
                 message.starts_with(&format!("Pod {}/p was refused: ", ns.name)),
                 "{message}"
             );
+            assert_eq!(tools_say(&pending), "Failed/Degraded");
             assert!(message.contains("no-such-class"), "{message}");
             wait_event(&ns, "AgentSession", "p", |(t, r, _)| {
                 t == "Warning" && r == "ChildRejected"
@@ -449,6 +468,113 @@ async fn the_operators_default_plain_token_is_never_copied_into_a_session_namesp
             assert!(ns.api::<Secret>().get_opt("d-github").await.unwrap().is_none(), "no copy");
             assert!(ns.api::<Pod>().get_opt("d").await.unwrap().is_none(), "no pod");
             secrets.delete(&name, &DeleteParams::default()).await.unwrap();
+        })
+        .await;
+}
+
+/// Creates an object the operator's types may not read (raw JSON), in `ns`.
+async fn create_raw<K: kube::Resource<DynamicType = ()>>(ns: &TestNamespace, object: serde_json::Value) {
+    let resource = kube::discovery::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+}
+
+/// The status conditions of an object the typed API may not read.
+async fn raw_conditions<K: kube::Resource<DynamicType = ()>>(
+    ns: &TestNamespace,
+    name: &str,
+) -> (Vec<(String, String, String, String)>, Option<String>) {
+    let resource = kube::discovery::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let object = api.get(name).await.unwrap();
+    let conditions = object.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let f = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (f("type"), f("status"), f("reason"), f("message"))
+        })
+        .collect();
+    (conditions, object.metadata.resource_version)
+}
+
+#[tokio::test]
+async fn an_object_the_operator_cannot_read_is_reported_on_it_and_the_others_converge() {
+    install_crds();
+    // A newer CRD than the operator (an upgrade applied the CRDs first): one more enum value in
+    // each kind.
+    let schema = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties";
+    for (crd, path) in [
+        ("agentsessions.ccplant.io", format!("{schema}/agent/properties/type/enum/-")),
+        ("githubtasks.ccplant.io", format!("{schema}/approveAndMerge/properties/mergeMethod/enum/-")),
+    ] {
+        let patch = json!([{"op": "add", "path": path, "value": "future"}]).to_string();
+        let out = TestEnv::global().kubectl().args(["patch", "crd", crd, "--type", "json", "-p", &patch]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    TestEnv::global()
+        .with_namespace("ags-unreadable", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            // Created before the operator starts: its first lists hold them.
+            let create_bad = |name: &str, ok: bool| {
+                json!({"apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession", "metadata": {"name": name},
+                       "spec": {"agent": {"image": IMAGE, "type": if ok { "claude" } else { "future" }}}})
+            };
+            create_raw::<AgentSession>(&ns, create_bad("from-the-future", false)).await;
+            create_raw::<ccplant_api::GitHubTask>(&ns, json!({
+                "apiVersion": "ccplant.io/v1alpha1", "kind": "GitHubTask", "metadata": {"name": "merge-the-future"},
+                "spec": {"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}},
+                         "approveAndMerge": {"pullRequest": 1, "mergeMethod": "future"}},
+            }))
+            .await;
+            create_raw::<AgentSession>(&ns, create_bad("before", true)).await;
+            let _op = operator(&ns, &fake.url());
+            create_session(&ns, &session("after", json!({"agent": {"image": IMAGE}}))).await;
+            create(&ns, &task("issue", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createIssue": {"title": "x"}}))).await;
+            wait_session(&ns, "before", AgentSessionPhase::Running, T).await;
+            wait_session(&ns, "after", AgentSessionPhase::Running, T).await;
+            wait_phase(&ns, "issue", ccplant_api::GitHubTaskPhase::Succeeded, T).await;
+
+            let expect = |kind: &str| {
+                format!("the operator cannot read this {kind}: unknown variant `future`, expected one of ")
+            };
+            let mut versions = Vec::new();
+            for (kind, name) in [("AgentSession", "from-the-future"), ("GitHubTask", "merge-the-future")] {
+                let deadline = std::time::Instant::now() + T;
+                let (conditions, version) = loop {
+                    let (conditions, version) = if kind == "AgentSession" {
+                        raw_conditions::<AgentSession>(&ns, name).await
+                    } else {
+                        raw_conditions::<ccplant_api::GitHubTask>(&ns, name).await
+                    };
+                    if conditions.iter().any(|c| c.0 == "Stalled") {
+                        break (conditions, version);
+                    }
+                    assert!(std::time::Instant::now() < deadline, "{kind} {name} not reported: {conditions:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                let by_type = |t: &str| conditions.iter().find(|c| c.0 == t).cloned().unwrap();
+                let (_, status, reason, message) = by_type("Stalled");
+                assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+                assert!(message.starts_with(&expect(kind)), "{message}");
+                let (_, status, reason, _) = by_type("Ready");
+                assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+                wait_event(&ns, kind, name, |(t, r, m)| t == "Warning" && r == "InvalidSpec" && m.starts_with(&expect(kind))).await;
+                versions.push(version);
+            }
+            assert!(ns.api::<Pod>().get_opt("from-the-future").await.unwrap().is_none(), "nothing runs for it");
+            // A barrier: once another session runs, the reports were not written again.
+            create_session(&ns, &session("barrier", json!({"agent": {"image": IMAGE}}))).await;
+            wait_session(&ns, "barrier", AgentSessionPhase::Running, T).await;
+            let again = vec![
+                raw_conditions::<AgentSession>(&ns, "from-the-future").await.1,
+                raw_conditions::<ccplant_api::GitHubTask>(&ns, "merge-the-future").await.1,
+            ];
+            assert_eq!(again, versions, "reported once, no retry loop");
         })
         .await;
 }

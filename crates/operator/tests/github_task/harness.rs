@@ -302,6 +302,14 @@ pub async fn wait_phase(
     .await
 }
 
+/// What kstatus (Flux, kpt, `kubectl wait`) and Argo CD's health check (examples/argocd) say of
+/// `object`, e.g. `"Current/Healthy"`, each computed by its own code.
+pub fn tools_say<K: serde::Serialize>(object: &K) -> String {
+    ccplant_testenv::statuscheck::verdicts(&TestEnv::global().bins, object)
+        .unwrap()
+        .short()
+}
+
 pub fn ready(t: &GitHubTask) -> (String, String, String) {
     let c = t
         .status

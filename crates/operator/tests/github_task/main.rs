@@ -233,6 +233,7 @@ async fn user_errors_end_in_the_phase_reason_and_message_a_user_sees() {
                 assert_eq!((status.as_str(), r.as_str()), ("False", *reason), "{name}: {m}");
                 assert!(m.starts_with(message.as_str()), "{name}: message {m:?} should start with {message:?}");
                 assert_eq!(failed.status.as_ref().unwrap().message.as_deref(), Some(m.as_str()));
+                assert_eq!(tools_say(&failed), "Failed/Degraded", "{name}");
                 wait_event(&ns, "GitHubTask", name, |(t, er, _)| t == "Warning" && er == reason).await;
             }
             let posts = writes(&fake);
@@ -257,6 +258,7 @@ async fn a_missing_secret_keeps_the_task_pending_until_it_is_created() {
             );
             wait_event(&ns, "GitHubTask", "t", |(t, r, _)| t == "Warning" && r == "SecretNotFound").await;
             assert!(fake.requests().is_empty());
+            assert_eq!(tools_say(&pending), "InProgress/Progressing");
             let created = std::time::Instant::now();
             token_secret(&ns).await;
             wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, Duration::from_secs(40)).await;
@@ -287,7 +289,12 @@ async fn a_rate_limit_waits_for_the_reset_without_consuming_an_attempt() {
             let status = limited.status.clone().unwrap();
             let reset = ccplant_operator::time::from_k8s(&status.next_attempt_time.clone().expect("nextAttemptTime = reset"));
             assert_eq!(status.attempts, 0, "a rate limit does not consume an attempt");
+            assert_eq!(tools_say(&limited), "InProgress/Progressing");
+            let reconciling = limited.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Reconciling").cloned().unwrap();
+            assert_eq!((reconciling.status.as_str(), reconciling.reason.as_str()), ("True", "RateLimited"));
             let done = wait_phase(&ns, "t", GitHubTaskPhase::Succeeded, T).await;
+            assert_eq!(tools_say(&done), "Current/Healthy");
+            assert!(done.status.as_ref().unwrap().conditions.iter().all(|c| c.type_ != "Reconciling" && c.type_ != "Stalled"));
             assert_eq!(done.status.unwrap().attempts, 1);
             let posts: Vec<_> = fake.requests().into_iter().filter(|r| r.method == "POST").collect();
             assert_eq!(posts.len(), 2, "the limited POST and the one after the reset");

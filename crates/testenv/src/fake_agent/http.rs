@@ -172,7 +172,7 @@ async fn handle(
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| shared.addr.to_string());
-    let (mode, allowed) = {
+    let (mode, allowed, delay, in_flight) = {
         let mut state = shared.state();
         let counts = &mut state.counts;
         match endpoint {
@@ -183,8 +183,10 @@ async fn handle(
             Endpoint::Other => counts.other += 1,
         }
         let allowed = host_allowed(&state.script.allowed_hosts, &host);
-        (state.script.mode, allowed)
+        let script = &state.script;
+        (script.mode, allowed, script.answer_delay, script.in_flight.clone())
     };
+    let _in_flight = in_flight.enter();
     match mode {
         Mode::Serve => {}
         Mode::Drop => return Err(ConnectionDropped),
@@ -199,6 +201,9 @@ async fn handle(
                 Vec::new(),
             ));
         }
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     if let Err(allowed_hosts) = allowed {
         // agentapi's host check runs before routing, with net/http's http.Error.

@@ -47,6 +47,62 @@ pub struct Script {
     /// [`AGENTAPI_DEFAULT_ALLOWED_HOSTS`], which refuses requests to a pod IP; the fake's default
     /// is `*` (what a session pod must configure).
     pub allowed_hosts: Vec<String>,
+    /// How long every request waits before it is answered (a slow agent; for an event stream,
+    /// before its response headers).
+    pub answer_delay: Duration,
+    /// Counts the requests being answered, over every agent sharing it.
+    pub in_flight: InFlight,
+}
+
+/// Requests received and not answered yet, over every [`FakeAgent`] whose script shares this
+/// gauge (clones share it): `now`, the most at once, and how many in all.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(std::sync::Arc<InFlightCounts>);
+
+#[derive(Debug, Default)]
+struct InFlightCounts {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl InFlight {
+    /// The most requests in flight at once so far.
+    pub fn max(&self) -> usize {
+        self.0.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests answered or being answered so far.
+    pub fn total(&self) -> u64 {
+        self.0.total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a request until the guard drops.
+    pub(crate) fn enter(&self) -> InFlightGuard {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.0.now.fetch_add(1, SeqCst) + 1;
+        self.0.max.fetch_max(now, SeqCst);
+        self.0.total.fetch_add(1, SeqCst);
+        InFlightGuard(self.clone())
+    }
+}
+
+/// Scripts compare equal when they share the gauge.
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InFlight {}
+
+/// One request in flight (see [`InFlight`]).
+pub(crate) struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// agentapi's default `--allowed-hosts`.
@@ -68,6 +124,8 @@ impl Default for Script {
             post_delay: Duration::from_millis(20),
             mode: Mode::Serve,
             allowed_hosts: vec!["*".to_string()],
+            answer_delay: Duration::ZERO,
+            in_flight: InFlight::default(),
         }
     }
 }
