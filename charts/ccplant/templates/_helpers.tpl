@@ -81,10 +81,11 @@ at) and create/patch/delete (the per-session token Secret) - never list or watch
 */}}
 {{- define "ccplant.watchRules" -}}
 # Controllers watch both kinds; `run` lists them (limit 1) to check the CRDs exist; a
-# GitHubTask reads the AgentSession it waits for; ttlAfterFinished deletes a session.
+# One watch of AgentSessions serves both controllers (a GitHubTask reads the session it waits
+# for from it); ttlAfterFinished deletes a session.
 - apiGroups: ["ccplant.io"]
   resources: ["agentsessions"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["list", "watch", "delete"]
 - apiGroups: ["ccplant.io"]
   resources: ["githubtasks"]
   verbs: ["list", "watch"]

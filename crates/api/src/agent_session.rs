@@ -580,8 +580,11 @@ pub struct AgentSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<AgentSessionPhase>,
 
-    /// Current state of the session: Ready, CredentialsReady, WorkspaceReady, Finished and
-    /// AgentReachable.
+    /// Current state of the session: Ready (the session is where its spec asks: running, or
+    /// succeeded, expired or suspended), Reconciling or Stalled (kstatus: present only while
+    /// the operator is still getting it there, or it will not get there without a change),
+    /// CredentialsReady, WorkspaceReady, Finished, AgentReachable and, once it was suspended,
+    /// Suspended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -521,7 +521,9 @@ pub struct GitHubTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<TaskAction>,
 
-    /// Current state of the task: Ready and RateLimited.
+    /// Current state of the task: Ready (it succeeded), Reconciling or Stalled (kstatus: present
+    /// only while an attempt, a wait or a retry is under way, or once it failed for good) and
+    /// RateLimited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

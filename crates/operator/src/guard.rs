@@ -20,7 +20,8 @@ use std::borrow::Cow;
 #[derive(Clone, Debug)]
 pub enum Guarded<K: HasStatus> {
     Valid(K),
-    Invalid(Invalid<K::Status>),
+    /// Boxed: rare, and a large status would otherwise size every cached object.
+    Invalid(Box<Invalid<K::Status>>),
 }
 
 /// What is kept of an object that does not fit the operator's types.
@@ -82,11 +83,11 @@ where
             Ok(object) => Ok(Guarded::Valid(object)),
             Err(error) => {
                 let parts = Parts::<K::Status>::deserialize(&value).map_err(D::Error::custom)?;
-                Ok(Guarded::Invalid(Invalid {
+                Ok(Guarded::Invalid(Box::new(Invalid {
                     metadata: parts.metadata,
                     status: parts.status,
                     error: error.to_string(),
-                }))
+                })))
             }
         }
     }

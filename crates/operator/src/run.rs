@@ -80,7 +80,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Leadership::always()
     };
     metrics.set_leader(leadership.is_leader());
-    let recorder = Recorder::new(client.clone(), crate::events::REPORTING_CONTROLLER, &identity);
+    let recorder = Recorder::new(
+        client.clone(),
+        crate::events::REPORTING_CONTROLLER,
+        &identity,
+    );
     let github = GitHubClients::new(
         &args.github_api_url,
         args.github_timeout,

@@ -163,10 +163,7 @@ fn expected(entries: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
 /// `ccplant.watchRules` for where each comes from).
 fn watch_rules() -> BTreeMap<String, BTreeSet<String>> {
     expected(&[
-        (
-            "ccplant.io/agentsessions",
-            &["get", "list", "watch", "delete"],
-        ),
+        ("ccplant.io/agentsessions", &["list", "watch", "delete"]),
         ("ccplant.io/githubtasks", &["list", "watch"]),
         ("ccplant.io/agentsessions/status", &["patch"]),
         ("ccplant.io/githubtasks/status", &["patch"]),

@@ -33,7 +33,11 @@ impl Verdicts {
     }
 }
 
-fn run(bins: &Binaries, args: &[&str], objects: &[serde_json::Value]) -> Result<Vec<(String, String)>> {
+fn run(
+    bins: &Binaries,
+    args: &[&str],
+    objects: &[serde_json::Value],
+) -> Result<Vec<(String, String)>> {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
     let mut child = Command::new(&bins.statuscheck)
         .args(args)
@@ -71,7 +75,11 @@ pub fn verdicts<K: Serialize>(bins: &Binaries, object: &K) -> Result<Verdicts> {
     let checks = argocd_health_checks();
     let checks = checks.to_string_lossy();
     let kstatus = run(bins, &["kstatus"], std::slice::from_ref(&value))?;
-    let argocd = run(bins, &["argocd-health", &checks], std::slice::from_ref(&value))?;
+    let argocd = run(
+        bins,
+        &["argocd-health", &checks],
+        std::slice::from_ref(&value),
+    )?;
     let (Some((kstatus, kstatus_message)), Some((argocd, argocd_message))) =
         (kstatus.into_iter().next(), argocd.into_iter().next())
     else {

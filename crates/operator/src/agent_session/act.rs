@@ -12,13 +12,13 @@ use super::build::HEADLESS;
 use super::children::{PodSummary, Presence, ServiceSummary};
 use super::controller::{Error, SessionContext};
 use super::conversation::DELIVERED_BEFORE_ANNOTATION;
-use super::pod_state::PodState;
 use super::credentials::{self, Issued, SessionCredentialsError};
 use super::decide::conversation::AgentStep;
 use super::decide::credentials::Issue;
 use super::decide::{ChildWrites, First, Plan};
 use super::names::SessionNames;
 use super::observe::{Learned, MintFailure};
+use super::pod_state::PodState;
 use ccplant_api::AgentSession;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
@@ -219,7 +219,9 @@ fn expect_written(
             .expect(ns, &names.service, ServiceSummary { headless });
     }
     if let (Some(_), None) = (&writes.network_policy, policy) {
-        index.network_policies.expect(ns, &names.network_policy, present);
+        index
+            .network_policies
+            .expect(ns, &names.network_policy, present);
     }
     if let (Some(p), None) = (&writes.pod, pod) {
         let delivered_before = p

@@ -369,13 +369,22 @@ mod tests {
             deleting: false,
             bound: true,
         };
-        index.entries.write().unwrap().insert(key("team", "s"), seen);
+        index
+            .entries
+            .write()
+            .unwrap()
+            .insert(key("team", "s"), seen);
         assert_eq!(index.get("team", "s"), Some(seen));
         // Expired: no longer assumed.
         index.entries.write().unwrap().clear();
         lock(&index.expected).insert(
             key("team", "s"),
-            (assumed, Instant::now().checked_sub(EXPECTATION_TTL + Duration::from_secs(1)).unwrap()),
+            (
+                assumed,
+                Instant::now()
+                    .checked_sub(EXPECTATION_TTL + Duration::from_secs(1))
+                    .unwrap(),
+            ),
         );
         assert_eq!(index.get("team", "s"), None);
     }

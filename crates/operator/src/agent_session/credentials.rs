@@ -233,7 +233,10 @@ pub async fn mint(
 ) -> Result<Issued, SessionCredentialsError> {
     let client = ctx.github.client_for(&request.source, &request.secret)?;
     let minted = client
-        .mint_installation_token(&[request.repository.clone()], &request.permissions)
+        .mint_installation_token(
+            std::slice::from_ref(&request.repository),
+            &request.permissions,
+        )
         .await
         .map_err(|source| SessionCredentialsError::Mint {
             repository: request.repository.clone(),

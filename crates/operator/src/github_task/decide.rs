@@ -54,11 +54,11 @@ pub enum Plan {
     Idle(Option<Duration>),
     /// Write this status (Pending or Failed) and come back after `requeue`.
     Record {
-        status: GitHubTaskStatus,
+        status: Box<GitHubTaskStatus>,
         requeue: Option<Duration>,
     },
     /// Record a new attempt (fenced on the version decided from), then run the action.
-    Attempt(Attempt),
+    Attempt(Box<Attempt>),
 }
 
 /// An attempt to run the action.
@@ -82,7 +82,7 @@ pub fn gate(task: &GitHubTask, now: DateTime<Utc>, cfg: &TaskConfig) -> Result<R
         return Err(Plan::Idle(None));
     }
     let failed = |message: String| Plan::Record {
-        status: StatusBuilder::new(task, now).failed(reasons::INVALID_SPEC, message),
+        status: Box::new(StatusBuilder::new(task, now).failed(reasons::INVALID_SPEC, message)),
         requeue: None,
     };
     // What the schema may not have caught (objects that bypassed admission).
@@ -126,7 +126,10 @@ pub fn decide(
     let pending = |sb: StatusBuilder, reason: &str, message: String, progress: Progress| {
         let status = sb.pending(reason, message, progress);
         let requeue = Some(pending_backoff(&status, now));
-        Plan::Record { status, requeue }
+        Plan::Record {
+            status: Box::new(status),
+            requeue,
+        }
     };
     // Credentials: a Secret the operator only `get`s (no watch: a missing one is retried with
     // backoff).
@@ -165,18 +168,18 @@ pub fn decide(
         }
         Inputs::Invalid(message) => {
             return Plan::Record {
-                status: sb.failed(reasons::INVALID_SPEC, message),
+                status: Box::new(sb.failed(reasons::INVALID_SPEC, message)),
                 requeue: None,
             };
         }
     };
     let stored = task.status.clone().unwrap_or_default();
-    Plan::Attempt(Attempt {
+    Plan::Attempt(Box::new(Attempt {
         repo,
         inputs,
         uncertain: stored.attempts > 0,
         started: sb.start_attempt(task.spec.retry.max_attempts),
-    })
+    }))
 }
 
 /// What an attempt's inputs from other objects are.
@@ -291,4 +294,234 @@ pub fn conclude(
         Outcome::RequeueAfter(d) => Some(d),
     };
     (status, requeue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ccplant_api::conditions::find_condition;
+    use ccplant_github::{Credentials, SecretString};
+    use serde_json::{Value, json};
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(T0 + secs, 0).unwrap()
+    }
+
+    fn task(spec: Value, status: Value) -> GitHubTask {
+        let mut v = json!({
+            "apiVersion": "ccplant.io/v1alpha1", "kind": "GitHubTask",
+            "metadata": {"name": "t", "namespace": "team", "uid": "u1", "generation": 1},
+            "spec": spec,
+        });
+        if !status.is_null() {
+            v["status"] = status;
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn issue() -> Value {
+        json!({"repository": "octo/hello", "github": {"secretRef": {"name": "gh"}}, "createIssue": {"title": "x"}})
+    }
+
+    fn github() -> Option<Result<GitHub, CredentialsError>> {
+        Some(
+            GitHub::builder(Credentials::Token(SecretString::from("ghp_x")))
+                .build()
+                .map_err(|e| CredentialsError::InvalidSecret {
+                    namespace: "team".into(),
+                    name: "gh".into(),
+                    problem: e.to_string(),
+                }),
+        )
+    }
+
+    fn session(phase: &str) -> Option<Option<Arc<Guarded<AgentSession>>>> {
+        let s: AgentSession = serde_json::from_value(json!({
+            "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+            "metadata": {"name": "s", "namespace": "team"},
+            "spec": {"repository": {"name": "octo/hello"}},
+            "status": {"phase": phase, "workBranch": "ccplant/s"},
+        }))
+        .unwrap();
+        Some(Some(Arc::new(Guarded::Valid(s))))
+    }
+
+    /// The plan as one line: what it does, then the phase, Ready and the kstatus condition.
+    fn summary(plan: &Plan) -> String {
+        let status_line = |s: &GitHubTaskStatus| {
+            let c = |t| {
+                find_condition(&s.conditions, t)
+                    .map(|c| format!("{}={}/{}", t, c.status, c.reason))
+                    .unwrap_or_default()
+            };
+            format!(
+                "{} {} {}{}: {}",
+                s.phase.map_or("-", |p| p.as_str()),
+                c("Ready"),
+                c("Reconciling"),
+                c("Stalled"),
+                s.message.clone().unwrap_or_default()
+            )
+        };
+        match plan {
+            Plan::Idle(r) => format!("idle {r:?}"),
+            Plan::Record { status, requeue } => {
+                format!("record {requeue:?} {}", status_line(status))
+            }
+            Plan::Attempt(a) => format!(
+                "attempt {} uncertain={} {:?} {}",
+                a.repo,
+                a.uncertain,
+                a.inputs,
+                status_line(&a.started)
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_rule_of_a_task_reconcile() {
+        let cfg = TaskConfig {
+            operator_namespace: "ccplant-system".into(),
+            ..TaskConfig::default()
+        };
+        let ready = || Observed {
+            github: github(),
+            ..Observed::default()
+        };
+        let waiting_on = |phase: &str| Observed {
+            github: github(),
+            from_session: session(phase),
+            ..Observed::default()
+        };
+        let from_session = json!({"repository": "octo/hello", "github": {"secretRef": {"name": "gh"}}, "createPullRequest": {"fromSession": "s"}});
+        let cases: Vec<(&str, GitHubTask, Observed, &str)> = vec![
+            (
+                "finished: never acted on again",
+                task(issue(), json!({"phase": "Succeeded"})),
+                ready(),
+                "idle None",
+            ),
+            (
+                "bare repo without a default owner: Failed, Stalled",
+                task(
+                    json!({"repository": "hello", "createIssue": {"title": "x"}}),
+                    Value::Null,
+                ),
+                ready(),
+                "record None Failed Ready=False/InvalidSpec Stalled=True/InvalidSpec: repository \"hello\" names no owner and the operator has no --default-github-owner",
+            ),
+            (
+                "waiting out a backoff: nothing to write",
+                task(
+                    issue(),
+                    json!({"phase": "Running", "attempts": 1, "nextAttemptTime": "2027-01-15T08:00:10Z"}),
+                ),
+                ready(),
+                "idle Some(6s)",
+            ),
+            (
+                "no credentials configured: Pending, InProgress",
+                task(
+                    json!({"repository": "octo/hello", "createIssue": {"title": "x"}}),
+                    Value::Null,
+                ),
+                Observed::default(),
+                "record Some(1s) Pending Ready=False/SecretNotFound Reconciling=True/SecretNotFound: no GitHub credentials: set spec.github.secretRef or start the operator with --default-github-secret",
+            ),
+            (
+                "an unusable Secret: Pending, Stalled",
+                task(issue(), Value::Null),
+                Observed {
+                    github: Some(Err(CredentialsError::InvalidSecret {
+                        namespace: "team".into(),
+                        name: "gh".into(),
+                        problem: "has neither …".into(),
+                    })),
+                    ..Observed::default()
+                },
+                "record Some(1s) Pending Ready=False/InvalidSecret Stalled=True/InvalidSecret: Secret team/gh has neither …",
+            ),
+            (
+                "the session it builds on does not exist yet",
+                task(from_session.clone(), Value::Null),
+                Observed {
+                    github: github(),
+                    from_session: Some(None),
+                    ..Observed::default()
+                },
+                "record Some(1s) Pending Ready=False/Waiting Reconciling=True/Waiting: waiting for AgentSession s to exist",
+            ),
+            (
+                "the session runs: wait",
+                task(from_session.clone(), Value::Null),
+                waiting_on("Running"),
+                "record Some(1s) Pending Ready=False/Waiting Reconciling=True/Waiting: waiting for AgentSession s to succeed",
+            ),
+            (
+                "the session expired: Failed",
+                task(from_session.clone(), Value::Null),
+                waiting_on("Expired"),
+                "record None Failed Ready=False/InvalidSpec Stalled=True/InvalidSpec: AgentSession s ended Expired; no pull request is opened from it",
+            ),
+            (
+                "the session succeeded: attempt from its work branch",
+                task(from_session, Value::Null),
+                waiting_on("Succeeded"),
+                "attempt octo/hello uncertain=false ResolvedInputs { session_branch: Some(\"ccplant/s\"), task_pull_request: None } Running Ready=False/Running Reconciling=True/Running: attempt 1 of 5",
+            ),
+            (
+                "an attempt recorded without a result: looked for before writing again",
+                task(issue(), json!({"phase": "Running", "attempts": 2})),
+                ready(),
+                "attempt octo/hello uncertain=true ResolvedInputs { session_branch: None, task_pull_request: None } Running Ready=False/Running Reconciling=True/Running: attempt 3 of 5",
+            ),
+        ];
+        for (name, t, observed, want) in cases {
+            assert_eq!(summary(&decide(&t, &observed, at(4), &cfg)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_attempt_ends_with_the_status_its_outcome_says() {
+        let t = task(issue(), json!({"phase": "Running", "attempts": 1}));
+        let started = t.status.clone().unwrap();
+        let line = |outcome: Result<(), StepError>| {
+            let (s, requeue) = conclude(&t, started.clone(), &outcome, at(0));
+            let c = |ty| {
+                find_condition(&s.conditions, ty)
+                    .map(|c| format!("{ty}={}/{}", c.status, c.reason))
+                    .unwrap_or_default()
+            };
+            format!(
+                "{} {} {}{} {requeue:?}",
+                s.phase.map_or("-", |p| p.as_str()),
+                c("Ready"),
+                c("Reconciling"),
+                c("Stalled")
+            )
+        };
+        assert_eq!(line(Ok(())), "Succeeded Ready=True/Succeeded  None");
+        assert_eq!(
+            line(Err(StepError::User {
+                reason: reasons::NOT_FOUND.into(),
+                message: "Not Found".into()
+            })),
+            "Failed Ready=False/NotFound Stalled=True/NotFound None"
+        );
+        assert_eq!(
+            line(Err(StepError::RateLimited {
+                reset_at: at(60),
+                message: "limited".into()
+            })),
+            "Running Ready=False/RateLimited Reconciling=True/RateLimited Some(61s)"
+        );
+        assert_eq!(
+            line(Err(StepError::Transient {
+                message: "502".into()
+            })),
+            "Running Ready=False/GitHubError Reconciling=True/GitHubError Some(10s)"
+        );
+    }
 }

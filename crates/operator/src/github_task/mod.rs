@@ -160,11 +160,11 @@ async fn reconcile_task(task: &GitHubTask, tctx: &TaskContext) -> Result<Action,
     match decide::decide(task, &observed, now, &tctx.config) {
         Plan::Idle(requeue) => Ok(action(requeue)),
         Plan::Record { status, requeue } => {
-            record(ctx, task, status).await?;
+            record(ctx, task, *status).await?;
             Ok(action(requeue))
         }
         Plan::Attempt(attempt) => match observed.github.take() {
-            Some(Ok(github)) => run_attempt(ctx, task, &github, attempt).await,
+            Some(Ok(github)) => run_attempt(ctx, task, &github, *attempt).await,
             _ => Ok(Action::await_change()),
         },
     }

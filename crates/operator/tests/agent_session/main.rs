@@ -111,14 +111,22 @@ async fn a_session_runs_then_succeeds_or_fails_with_its_pod() {
                 t == "Warning" && r == "Failed"
             })
             .await;
-            let events = ns.api::<k8s_openapi::api::core::v1::Event>().list(&Default::default()).await.unwrap();
+            let events = ns
+                .api::<k8s_openapi::api::core::v1::Event>()
+                .list(&Default::default())
+                .await
+                .unwrap();
             let from: std::collections::BTreeSet<_> = events
                 .items
                 .iter()
                 .filter(|e| e.involved_object.kind.as_deref() == Some("AgentSession"))
                 .map(|e| e.reporting_component.clone().unwrap_or_default())
                 .collect();
-            assert_eq!(from, ["ccplant.io/operator".to_string()].into(), "the sessions' events come from the operator");
+            assert_eq!(
+                from,
+                ["ccplant.io/operator".to_string()].into(),
+                "the sessions' events come from the operator"
+            );
         })
         .await;
 }
@@ -473,9 +481,13 @@ async fn the_operators_default_plain_token_is_never_copied_into_a_session_namesp
 }
 
 /// Creates an object the operator's types may not read (raw JSON), in `ns`.
-async fn create_raw<K: kube::Resource<DynamicType = ()>>(ns: &TestNamespace, object: serde_json::Value) {
+async fn create_raw<K: kube::Resource<DynamicType = ()>>(
+    ns: &TestNamespace,
+    object: serde_json::Value,
+) {
     let resource = kube::discovery::ApiResource::erase::<K>(&());
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
     let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
     api.create(&PostParams::default(), &object).await.unwrap();
 }
@@ -486,7 +498,8 @@ async fn raw_conditions<K: kube::Resource<DynamicType = ()>>(
     name: &str,
 ) -> (Vec<(String, String, String, String)>, Option<String>) {
     let resource = kube::discovery::ApiResource::erase::<K>(&());
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
     let object = api.get(name).await.unwrap();
     let conditions = object.data["status"]["conditions"]
         .as_array()
@@ -508,12 +521,26 @@ async fn an_object_the_operator_cannot_read_is_reported_on_it_and_the_others_con
     // each kind.
     let schema = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties";
     for (crd, path) in [
-        ("agentsessions.ccplant.io", format!("{schema}/agent/properties/type/enum/-")),
-        ("githubtasks.ccplant.io", format!("{schema}/approveAndMerge/properties/mergeMethod/enum/-")),
+        (
+            "agentsessions.ccplant.io",
+            format!("{schema}/agent/properties/type/enum/-"),
+        ),
+        (
+            "githubtasks.ccplant.io",
+            format!("{schema}/approveAndMerge/properties/mergeMethod/enum/-"),
+        ),
     ] {
         let patch = json!([{"op": "add", "path": path, "value": "future"}]).to_string();
-        let out = TestEnv::global().kubectl().args(["patch", "crd", crd, "--type", "json", "-p", &patch]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = TestEnv::global()
+            .kubectl()
+            .args(["patch", "crd", crd, "--type", "json", "-p", &patch])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     TestEnv::global()
         .with_namespace("ags-unreadable", |ns| async move {

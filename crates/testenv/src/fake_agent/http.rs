@@ -184,7 +184,12 @@ async fn handle(
         }
         let allowed = host_allowed(&state.script.allowed_hosts, &host);
         let script = &state.script;
-        (script.mode, allowed, script.answer_delay, script.in_flight.clone())
+        (
+            script.mode,
+            allowed,
+            script.answer_delay,
+            script.in_flight.clone(),
+        )
     };
     let _in_flight = in_flight.enter();
     match mode {

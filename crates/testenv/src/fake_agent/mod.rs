@@ -101,7 +101,10 @@ pub(crate) struct InFlightGuard(InFlight);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        (self.0).0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        (self.0)
+            .0
+            .now
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -18,9 +18,11 @@ use super::status::CredentialsShown;
 use crate::credentials::{SecretLocation, credentials_from_secret};
 use ccplant_api::AgentSession;
 use ccplant_api::conditions::{Progress, reasons};
-use ccplant_github::{Credentials, ExposeSecret};
+use ccplant_github::{Credentials, ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A token this close to expiry is not relied on while a refresh fails.
@@ -209,64 +211,79 @@ fn issue(
         )
     })?;
     match creds {
-        Credentials::Token(_) if source.namespace != session.namespace().unwrap_or_default() => {
-            // A long-lived token from the operator's namespace would become readable to anyone
-            // who can read Secrets or exec into pods in the session's namespace.
-            Err(problem(
-                reasons::TOKEN_NOT_SHAREABLE,
-                format!(
-                    "Secret {source} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App"
-                ),
-                Progress::Stalled,
-            ))
-        }
-        Credentials::Token(token) => {
-            let unchanged = c
-                .own
-                .as_ref()
-                .and_then(Option::as_ref)
-                .and_then(|o| o.token.as_ref())
-                .is_some_and(|t| t.expose_secret() == token.expose_secret());
-            let issued = Issued {
-                token,
-                kind: TokenKind::Copy,
-                issued_at: None,
-                expires_at: None,
-                source: source.clone(),
-            };
-            Ok(if unchanged {
-                Issue::Adopt(issued)
-            } else {
-                Issue::Store(issued)
-            })
-        }
-        Credentials::App { .. } => {
-            let Some(repository) = session
-                .spec
-                .repository
-                .as_ref()
-                .and_then(|r| r.owner_and_name())
-                .map(|(_, repo)| repo.to_string())
-            else {
-                return Err(problem(
-                    reasons::TOKEN_UNAVAILABLE,
-                    "a GitHub App installation token needs spec.repository".into(),
-                    Progress::Stalled,
-                ));
-            };
-            Ok(Issue::Mint(MintRequest {
-                source: source.clone(),
-                secret: secret.clone(),
-                repository,
-                permissions: session
-                    .spec
-                    .effective_permissions()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.as_str().to_string()))
-                    .collect(),
-            }))
-        }
+        Credentials::Token(token) => copy(session, c, source, token),
+        Credentials::App { .. } => mint(session, source, secret),
     }
+}
+
+/// A plain token: copied into the session's Secret, from the session's own namespace only.
+fn copy(
+    session: &AgentSession,
+    c: &ObservedCredentials,
+    source: &SecretLocation,
+    token: SecretString,
+) -> Result<Issue, Decision> {
+    if source.namespace != session.namespace().unwrap_or_default() {
+        // A long-lived token from the operator's namespace would become readable to anyone
+        // who can read Secrets or exec into pods in the session's namespace.
+        return Err(problem(
+            reasons::TOKEN_NOT_SHAREABLE,
+            format!(
+                "Secret {source} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App"
+            ),
+            Progress::Stalled,
+        ));
+    }
+    let unchanged = c
+        .own
+        .as_ref()
+        .and_then(Option::as_ref)
+        .and_then(|o| o.token.as_ref())
+        .is_some_and(|t| t.expose_secret() == token.expose_secret());
+    let issued = Issued {
+        token,
+        kind: TokenKind::Copy,
+        issued_at: None,
+        expires_at: None,
+        source: source.clone(),
+    };
+    Ok(if unchanged {
+        Issue::Adopt(issued)
+    } else {
+        Issue::Store(issued)
+    })
+}
+
+/// A GitHub App: an installation token restricted to the session's repository and permissions.
+fn mint(
+    session: &AgentSession,
+    source: &SecretLocation,
+    secret: &Arc<Secret>,
+) -> Result<Issue, Decision> {
+    let Some(repository) = session
+        .spec
+        .repository
+        .as_ref()
+        .and_then(|r| r.owner_and_name())
+        .map(|(_, repo)| repo.to_string())
+    else {
+        return Err(problem(
+            reasons::TOKEN_UNAVAILABLE,
+            "a GitHub App installation token needs spec.repository".into(),
+            Progress::Stalled,
+        ));
+    };
+    Ok(Issue::Mint(MintRequest {
+        source: source.clone(),
+        secret: secret.clone(),
+        repository,
+        permissions: session
+            .spec
+            .effective_permissions()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().to_string()))
+            .collect(),
+    }))
 }
 
 /// What revoking the session's token needs, when it has (or may have) one: the token, its kind

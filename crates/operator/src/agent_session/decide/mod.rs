@@ -411,8 +411,6 @@ fn with_pod(
     mut requeue: Duration,
     now: DateTime<Utc>,
 ) -> Plan {
-    let names = SessionNames::for_session(session);
-    let stored = session.status.clone().unwrap_or_default();
     let pod = observed.children.pod.as_ref();
     if pod.is_none_or(|p| !alive(&p.state)) {
         // The agent is gone with its pod; a new pod gets what the old agent had not.
@@ -439,6 +437,45 @@ fn with_pod(
     if pod.is_some_and(PodSummary::terminating) {
         requeue = requeue.min(TERMINATING_RETRY);
     }
+    show_children(session, observed, &mut next);
+    let said = pod_says(session, observed, &mut next, now);
+    if let Some(due) = said.due {
+        requeue = requeue.min(due);
+    }
+    if let Some(end) = said.end {
+        // The conversation ended the session: its agent, pod and token go.
+        let mut plan = stop(session, observed, next, said.verdict, Some(end), now);
+        plan.children = children;
+        return plan;
+    }
+    if !said.verdict.phase.is_finished() {
+        next.verdict(&said.verdict);
+        return Plan {
+            children,
+            agent: said.agent,
+            status: next.status,
+            requeue: Some(requeue),
+            ..Plan::default()
+        };
+    }
+    // The agent exited: its token goes; the pod stays (its logs).
+    let revoke = revoke(observed, &mut next);
+    next.verdict(&said.verdict);
+    next.unreachable_endpoints();
+    let (delete_session, requeue) = ttl(session, &next.status, now);
+    Plan {
+        children,
+        revoke,
+        status: next.status,
+        delete_session,
+        requeue,
+        ..Plan::default()
+    }
+}
+
+/// The children `status` names, and whether the workspace volume is bound.
+fn show_children(session: &AgentSession, observed: &Observed, next: &mut Next) {
+    let names = SessionNames::for_session(session);
     next.status.pod_name = Some(names.pod.clone());
     next.status.service_name = Some(names.service.clone());
     if let Some(size) = session
@@ -451,106 +488,98 @@ fn with_pod(
         let (s, r, m) = status::workspace_condition(&names.workspace_pvc, &size.to_string(), bound);
         next.condition(types::WORKSPACE_READY, (s, r, &m));
     }
-    let state = pod.map_or(PodState::Missing, |p| p.state.clone());
-    let (verdict, agent, end) = match state {
-        PodState::Missing | PodState::Starting | PodState::Terminating => (
-            Verdict::new(
-                AgentSessionPhase::Starting,
-                reasons::WAITING,
-                "starting the session pod",
-            ),
-            AgentStep::Keep,
-            None,
-        ),
-        PodState::Pending { message } => (
-            Verdict::new(AgentSessionPhase::Starting, reasons::WAITING, message),
-            AgentStep::Keep,
-            None,
-        ),
-        PodState::Running => {
-            next.status.endpoint = build::endpoint(session, &names);
-            next.status.editor_url = build::editor_url(session, &names);
-            let running = Verdict::new(
-                AgentSessionPhase::Running,
-                reasons::RUNNING,
-                "the agent is running",
-            );
-            let (agent, outcome) = match (&observed.ended, pod) {
-                // The worker was stopped because the conversation ended the session.
-                (Some(end), _) => (AgentStep::Keep, Outcome::End(end.clone())),
-                (None, Some(pod)) => {
-                    conversation::converse(session, &stored, pod, observed, &mut next, now)
-                }
-                (None, None) => (AgentStep::Keep, Outcome::Continue(None)),
-            };
-            match outcome {
-                Outcome::Continue(due) => {
-                    if let Some(due) = due {
-                        requeue = requeue.min(due);
-                    }
-                    (running, agent, None)
-                }
-                Outcome::End(end) => (
-                    Verdict::new(end.phase, end.reason, end.message.clone()),
-                    AgentStep::Keep,
-                    Some(end),
-                ),
-            }
-        }
-        PodState::Succeeded => (
-            Verdict::new(
-                AgentSessionPhase::Succeeded,
-                reasons::SUCCEEDED,
-                "the agent finished successfully",
-            ),
-            AgentStep::Keep,
-            None,
-        ),
+}
+
+/// What the pod says of the session.
+struct PodSays {
+    verdict: Verdict,
+    /// The agent worker a Running pod needs.
+    agent: AgentStep,
+    /// The conversation ended the session.
+    end: Option<End>,
+    /// When the conversation's next deadline is.
+    due: Option<Duration>,
+}
+
+fn pod_says(
+    session: &AgentSession,
+    observed: &Observed,
+    next: &mut Next,
+    now: DateTime<Utc>,
+) -> PodSays {
+    let says = |verdict| PodSays {
+        verdict,
+        agent: AgentStep::Keep,
+        end: None,
+        due: None,
+    };
+    let pod = observed.children.pod.as_ref();
+    match pod.map_or(PodState::Missing, |p| p.state.clone()) {
+        PodState::Missing | PodState::Starting | PodState::Terminating => says(Verdict::new(
+            AgentSessionPhase::Starting,
+            reasons::WAITING,
+            "starting the session pod",
+        )),
+        PodState::Pending { message } => says(Verdict::new(
+            AgentSessionPhase::Starting,
+            reasons::WAITING,
+            message,
+        )),
+        PodState::Running => running(session, observed, next, now),
+        PodState::Succeeded => says(Verdict::new(
+            AgentSessionPhase::Succeeded,
+            reasons::SUCCEEDED,
+            "the agent finished successfully",
+        )),
         PodState::Failed { reason, message } => {
             let text = if reason.is_empty() {
                 message
             } else {
                 format!("{reason}: {message}")
             };
-            (
-                Verdict::new(AgentSessionPhase::Failed, reasons::FAILED, text),
-                AgentStep::Keep,
-                None,
-            )
+            says(Verdict::new(
+                AgentSessionPhase::Failed,
+                reasons::FAILED,
+                text,
+            ))
         }
-    };
-    if let Some(end) = end {
-        // The conversation ended the session: its agent, pod and token go.
-        let mut plan = stop(session, observed, next, verdict, Some(end), now);
-        plan.children = children;
-        return plan;
     }
-    let finished = verdict.phase.is_finished();
-    let revoke = if finished {
-        revoke(observed, &mut next)
-    } else {
-        None
+}
+
+/// A Running pod: the endpoints, and what the conversation says.
+fn running(
+    session: &AgentSession,
+    observed: &Observed,
+    next: &mut Next,
+    now: DateTime<Utc>,
+) -> PodSays {
+    let names = SessionNames::for_session(session);
+    next.status.endpoint = build::endpoint(session, &names);
+    next.status.editor_url = build::editor_url(session, &names);
+    let stored = session.status.clone().unwrap_or_default();
+    let (agent, outcome) = match (&observed.ended, &observed.children.pod) {
+        // The worker was stopped because the conversation ended the session.
+        (Some(end), _) => (AgentStep::Keep, Outcome::End(end.clone())),
+        (None, Some(pod)) => conversation::converse(session, &stored, pod, observed, next, now),
+        (None, None) => (AgentStep::Keep, Outcome::Continue(None)),
     };
-    next.verdict(&verdict);
-    if finished {
-        next.unreachable_endpoints();
-        let (delete_session, ttl_requeue) = ttl(session, &next.status, now);
-        return Plan {
-            children,
-            revoke,
+    match outcome {
+        Outcome::Continue(due) => PodSays {
+            verdict: Verdict::new(
+                AgentSessionPhase::Running,
+                reasons::RUNNING,
+                "the agent is running",
+            ),
             agent,
-            status: next.status,
-            delete_session,
-            requeue: ttl_requeue,
-            ..Plan::default()
-        };
-    }
-    Plan {
-        children,
-        agent,
-        status: next.status,
-        requeue: Some(requeue),
-        ..Plan::default()
+            end: None,
+            due,
+        },
+        Outcome::End(end) => PodSays {
+            verdict: Verdict::new(end.phase, end.reason, end.message.clone()),
+            agent: AgentStep::Keep,
+            end: Some(end),
+            due: None,
+        },
     }
 }
 

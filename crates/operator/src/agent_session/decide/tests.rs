@@ -335,12 +335,9 @@ fn check(name: &str, got: String, want: &str) {
         .lines()
         .map(str::trim_start)
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            if l.starts_with("| ") {
-                format!("  {}", &l[2..])
-            } else {
-                l.to_string()
-            }
+        .map(|l| match l.strip_prefix("| ") {
+            Some(rest) => format!("  {rest}"),
+            None => l.to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n");
@@ -1247,10 +1244,7 @@ fn tokens_are_issued_first_then_decided_with() {
         issued_at: Some(at(0)),
         expires_at: Some(at(3600)),
     }));
-    assert_eq!(
-        credentials::reads_to_issue(&after_restart.credentials, at(100)).source_secret,
-        false
-    );
+    assert!(!credentials::reads_to_issue(&after_restart.credentials, at(100)).source_secret);
     let plan = decide(&s, &after_restart, at(100), &cfg());
     let Some(First::Token(credentials::Issue::Adopt(i))) = &plan.first else {
         panic!("{plan:?}")
