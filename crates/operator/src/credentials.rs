@@ -74,6 +74,30 @@ pub fn secret_location(
     })
 }
 
+/// Where objects that name no Secret get their credentials: the operator's
+/// `--default-github-secret`, in `--operator-namespace` unless it names one.
+#[derive(Clone, Debug, Default)]
+pub struct CredentialDefaults {
+    pub default_github_secret: Option<String>,
+    pub operator_namespace: String,
+}
+
+impl CredentialDefaults {
+    /// Where an object in `namespace` with `secret_ref` gets its credentials.
+    pub fn source(
+        &self,
+        secret_ref: Option<&SecretReference>,
+        namespace: &str,
+    ) -> Option<SecretLocation> {
+        secret_location(
+            secret_ref,
+            namespace,
+            self.default_github_secret.as_deref(),
+            &self.operator_namespace,
+        )
+    }
+}
+
 /// Reads the Secret at `location` (`SecretNotFound` when absent).
 pub async fn read_secret(
     kube: &Client,

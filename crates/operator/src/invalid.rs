@@ -29,35 +29,28 @@ pub trait ReportableStatus: Clone + Default + PartialEq + Serialize {
     fn set_message(&mut self, message: String);
 }
 
-impl ReportableStatus for AgentSessionStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-    fn set_message(&mut self, message: String) {
-        self.message = Some(message);
-    }
+/// Both kinds' statuses have the same three fields.
+macro_rules! reportable {
+    ($status:ty) => {
+        impl ReportableStatus for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+            fn set_message(&mut self, message: String) {
+                self.message = Some(message);
+            }
+        }
+    };
 }
 
-impl ReportableStatus for GitHubTaskStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-    fn set_message(&mut self, message: String) {
-        self.message = Some(message);
-    }
-}
+reportable!(AgentSessionStatus);
+reportable!(GitHubTaskStatus);
 
 /// What the user reads: why the object does not read, and the likely cause.
 pub fn message(kind: &str, error: &str) -> String {

@@ -6,7 +6,7 @@ use crate::agent_session::decide::SessionConfig;
 use crate::config::RunArgs;
 use crate::context::Context;
 use crate::context::primary_watch;
-use crate::credentials::GitHubClients;
+use crate::credentials::{CredentialDefaults, GitHubClients};
 use crate::events::Recorder;
 use crate::github_task::TaskObject;
 use crate::github_task::decide::TaskConfig;
@@ -109,6 +109,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }));
 
     info!(%identity, leader_elect = args.leader_elect, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
+    let credentials = CredentialDefaults {
+        default_github_secret: args.default_github_secret.clone(),
+        operator_namespace: args.operator_namespace.clone(),
+    };
     let session_config = SessionConfig {
         build: crate::agent_session::build::BuildConfig {
             default_agent_image: args.default_agent_image.clone(),
@@ -118,12 +122,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
             github_host: args.clone_host(),
         },
         max_session_duration: args.max_session_duration,
-        default_github_secret: args.default_github_secret.clone(),
+        credentials: credentials.clone(),
     };
     let task_config = TaskConfig {
         default_github_owner: args.default_github_owner.clone(),
-        default_github_secret: args.default_github_secret.clone(),
-        operator_namespace: args.operator_namespace.clone(),
+        credentials,
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]

@@ -4,7 +4,7 @@
 
 use super::status::{Outcome, StatusBuilder, pending_backoff};
 use super::steps::{ResolvedInputs, StepError};
-use crate::credentials::{CredentialsError, SecretLocation, secret_location};
+use crate::credentials::{CredentialDefaults, CredentialsError, SecretLocation};
 use crate::guard::Guarded;
 use ccplant_api::conditions::{Progress, reasons};
 use ccplant_api::{AgentSession, AgentSessionPhase, GitHubTask, GitHubTaskPhase, GitHubTaskStatus};
@@ -19,20 +19,15 @@ use std::time::Duration;
 pub struct TaskConfig {
     /// `--default-github-owner`: the owner of a bare `repo`.
     pub default_github_owner: Option<String>,
-    /// `--default-github-secret`.
-    pub default_github_secret: Option<String>,
-    pub operator_namespace: String,
+    /// `--default-github-secret` (in the operator's namespace).
+    pub credentials: CredentialDefaults,
 }
 
 impl TaskConfig {
     /// Where the task's credentials come from.
     pub fn credential_source(&self, task: &GitHubTask) -> Option<SecretLocation> {
-        secret_location(
-            task.spec.github_secret_ref(),
-            &task.namespace().unwrap_or_default(),
-            self.default_github_secret.as_deref(),
-            &self.operator_namespace,
-        )
+        let ns = task.namespace().unwrap_or_default();
+        self.credentials.source(task.spec.github_secret_ref(), &ns)
     }
 }
 
@@ -383,7 +378,10 @@ mod tests {
     #[tokio::test]
     async fn every_rule_of_a_task_reconcile() {
         let cfg = TaskConfig {
-            operator_namespace: "ccplant-system".into(),
+            credentials: CredentialDefaults {
+                operator_namespace: "ccplant-system".into(),
+                ..CredentialDefaults::default()
+            },
             ..TaskConfig::default()
         };
         let ready = || Observed {

@@ -332,13 +332,23 @@ async fn create_pull_request(
     }
     if let Some(p) = pull {
         progress.note(|s| {
-            let r = result_mut(s);
-            r.pull_request_number = Some(p.number as i64);
-            r.pull_request_url = Some(p.html_url.clone());
-            r.url = Some(p.html_url.clone());
+            record_pull(s, p.number as i64, &p.html_url);
         });
     }
     Ok(())
+}
+
+/// Records the pull request the task acts on as its result (and its main link).
+fn record_pull<'s>(
+    s: &'s mut GitHubTaskStatus,
+    number: i64,
+    url: &str,
+) -> &'s mut ccplant_api::TaskResult {
+    let r = result_mut(s);
+    r.pull_request_number = Some(number);
+    r.pull_request_url = Some(url.to_string());
+    r.url = Some(url.to_string());
+    r
 }
 
 /// The head and base of createPullRequest: recorded by an earlier attempt, named, the session's
@@ -417,10 +427,7 @@ async fn approve_and_merge(
     }
     if pull.merged {
         progress.note(|s| {
-            let r = result_mut(s);
-            r.pull_request_number = Some(number);
-            r.pull_request_url = Some(url.clone());
-            r.url = Some(url.clone());
+            let r = record_pull(s, number, &url);
             r.merged = Some(true);
             r.merge_commit_sha = pull.merge_commit_sha.clone();
         });
@@ -434,13 +441,7 @@ async fn approve_and_merge(
         || recorded.head_sha.as_deref() != Some(head_sha.as_str())
     {
         progress
-            .save(|s| {
-                let r = result_mut(s);
-                r.pull_request_number = Some(number);
-                r.pull_request_url = Some(url.clone());
-                r.url = Some(url.clone());
-                r.head_sha = Some(head_sha.clone());
-            })
+            .save(|s| record_pull(s, number, &url).head_sha = Some(head_sha.clone()))
             .await?;
     }
     if spec.approve && progress.result().review_id.is_none() {

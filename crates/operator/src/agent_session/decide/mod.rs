@@ -23,7 +23,7 @@ use super::credentials::RevokeRequest;
 use super::names::SessionNames;
 use super::observe::Observed;
 use super::pod_state::PodState;
-use crate::credentials::{SecretLocation, secret_location};
+use crate::credentials::{CredentialDefaults, SecretLocation};
 use crate::events::Event;
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{Progress, reasons, types};
@@ -47,19 +47,16 @@ pub struct SessionConfig {
     pub build: BuildConfig,
     /// `--max-session-duration`: the cap of every `lifetime.maxDuration`.
     pub max_session_duration: Duration,
-    /// `--default-github-secret`.
-    pub default_github_secret: Option<String>,
+    /// `--default-github-secret` (in the operator's namespace).
+    pub credentials: CredentialDefaults,
 }
 
 impl SessionConfig {
     /// Where the session's GitHub credentials come from; `None` when it uses none.
     pub fn credential_source(&self, session: &AgentSession) -> Option<SecretLocation> {
-        secret_location(
-            session.spec.github_secret_ref(),
-            &session.namespace().unwrap_or_default(),
-            self.default_github_secret.as_deref(),
-            &self.build.operator_namespace,
-        )
+        let ns = session.namespace().unwrap_or_default();
+        self.credentials
+            .source(session.spec.github_secret_ref(), &ns)
     }
 }
 
@@ -335,6 +332,17 @@ fn rejected(message: &str) -> Verdict {
     .stalled()
 }
 
+/// An active session whose child was refused: nothing else is done until [`REJECTED_RETRY`]
+/// or a change.
+fn rejected_plan(mut next: Next, message: &str) -> Plan {
+    next.verdict(&rejected(message));
+    Plan {
+        status: next.status,
+        requeue: Some(REJECTED_RETRY),
+        ..Plan::default()
+    }
+}
+
 /// An active session: credentials first (the clone needs them), then its children, then what
 /// its pod says.
 fn active(
@@ -362,14 +370,7 @@ fn active(
         }
     }
     let children = match writable(session, observed, cfg) {
-        Err(message) => {
-            next.verdict(&rejected(&message));
-            return Plan {
-                status: next.status,
-                requeue: Some(REJECTED_RETRY),
-                ..Plan::default()
-            };
-        }
+        Err(message) => return rejected_plan(next, &message),
         Ok(children) => children,
     };
     with_pod(session, observed, next, cfg, children, requeue, now)
@@ -424,14 +425,7 @@ fn with_pod(
         // still terminating is left alone; its deletion (or the short requeue) re-creates it.
         match desired_pod(session, cfg, &next.status) {
             Ok(p) => children.pod = Some(p),
-            Err(message) => {
-                next.verdict(&rejected(&message));
-                return Plan {
-                    status: next.status,
-                    requeue: Some(REJECTED_RETRY),
-                    ..Plan::default()
-                };
-            }
+            Err(message) => return rejected_plan(next, &message),
         }
     }
     if pod.is_some_and(PodSummary::terminating) {

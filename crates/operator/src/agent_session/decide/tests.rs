@@ -37,7 +37,10 @@ fn cfg() -> SessionConfig {
             ..BuildConfig::new("ccplant-system")
         },
         max_session_duration: Duration::from_secs(DAY as u64),
-        default_github_secret: None,
+        credentials: CredentialDefaults {
+            operator_namespace: "ccplant-system".into(),
+            ..CredentialDefaults::default()
+        },
     }
 }
 
@@ -184,6 +187,10 @@ fn render(plan: &Plan) -> String {
         }
     };
     let _ = writeln!(out, "first: {first}");
+    if plan.first.is_some() {
+        // Done alone; the plan is decided again with its outcome: nothing else counts.
+        return out;
+    }
     let c = &plan.children;
     let mut writes = Vec::new();
     if c.pvc.is_some() {
@@ -591,17 +598,6 @@ fn the_conversation_ends_the_session() {
         rounds(&s, observed.clone(), 100, &cfg(), stop("Completed")),
         r#"
         first: stop agent (Succeeded Completed)
-        writes: -
-        requeue: on change
-        event: -
-        status: Running "the agent is running" gen Some(1)
-        | pod s service s endpoint http://s.team.svc:3284 editor - branch -
-        | start +0 expires +86400 completed -
-        | agent Idle delivered 2 active +40 last "done"
-        | CredentialsReady True NotRequired "the session uses no GitHub credentials" +1
-        | Ready True Running "the agent is running" +2
-        | Finished False Running "" +1
-        | AgentReachable True Reachable "the agent API answers at 10.244.0.7:3284" +3
         --
         first: -
         writes: delete Pod
@@ -657,18 +653,6 @@ fn the_conversation_ends_the_session() {
         rounds(&idle(true), with_pvc, 70, &cfg(), stop("IdleTimeout")),
         r#"
         first: stop agent (Suspended IdleTimeout)
-        writes: -
-        requeue: on change
-        event: -
-        status: Running "the agent is running" gen Some(1)
-        | pod s service s endpoint http://s.team.svc:3284 editor - branch -
-        | start +0 expires +86400 completed -
-        | agent Idle delivered 1 active +40 last "done"
-        | CredentialsReady True NotRequired "the session uses no GitHub credentials" +1
-        | Ready True Running "the agent is running" +2
-        | Finished False Running "" +1
-        | AgentReachable True Reachable "the agent API answers at 10.244.0.7:3284" +3
-        | WorkspaceReady True Available "PVC s-workspace (1Gi) bound" +70
         --
         first: -
         writes: delete Pod
@@ -691,17 +675,6 @@ fn the_conversation_ends_the_session() {
         rounds(&idle(false), observed, 70, &cfg(), stop("IdleTimeout")),
         r#"
         first: stop agent (Expired IdleTimeout)
-        writes: -
-        requeue: on change
-        event: -
-        status: Running "the agent is running" gen Some(1)
-        | pod s service s endpoint http://s.team.svc:3284 editor - branch -
-        | start +0 expires +86400 completed -
-        | agent Idle delivered 1 active +40 last "done"
-        | CredentialsReady True NotRequired "the session uses no GitHub credentials" +1
-        | Ready True Running "the agent is running" +2
-        | Finished False Running "" +1
-        | AgentReachable True Reachable "the agent API answers at 10.244.0.7:3284" +3
         --
         first: -
         writes: delete Pod
@@ -787,17 +760,6 @@ fn a_pod_deleted_behind_our_back_is_created_again_for_what_its_agent_had_not() {
         rounds(&s, observed, 20, &cfg(), stopped),
         r#"
         first: stop agent
-        writes: -
-        requeue: on change
-        event: -
-        status: Running "the agent is running" gen Some(1)
-        | pod s service s endpoint http://s.team.svc:3284 editor - branch -
-        | start +0 expires +86400 completed -
-        | agent Idle delivered 1 active +5 last "done"
-        | CredentialsReady True NotRequired "the session uses no GitHub credentials" +1
-        | Ready True Running "the agent is running" +2
-        | Finished False Running "" +1
-        | AgentReachable True Reachable "the agent API answers at 10.244.0.7:3284" +3
         --
         first: -
         writes: create Pod (delivered-before 2)
@@ -842,17 +804,6 @@ fn expiry_is_exact_and_ttl_after_finished_deletes_the_session() {
         rounds(&s, observed, 3600, &cfg(), stopped),
         r#"
         first: stop agent
-        writes: -
-        requeue: on change
-        event: -
-        status: Running "the agent is running" gen Some(1)
-        | pod s service s endpoint http://s.team.svc:3284 editor - branch -
-        | start +0 expires +3600 completed -
-        | agent Idle delivered 1 active +5 last "done"
-        | CredentialsReady True NotRequired "the session uses no GitHub credentials" +1
-        | Ready True Running "the agent is running" +2
-        | Finished False Running "" +1
-        | AgentReachable True Reachable "the agent API answers at 10.244.0.7:3284" +3
         --
         first: -
         writes: delete Pod
@@ -1150,7 +1101,10 @@ fn credentials_decide_whether_a_session_can_start() {
         ),
     );
     let shared = SessionConfig {
-        default_github_secret: Some("ops/bot".into()),
+        credentials: CredentialDefaults {
+            default_github_secret: Some("ops/bot".into()),
+            operator_namespace: "ccplant-system".into(),
+        },
         ..cfg()
     };
     let mut plain = session(
