@@ -456,8 +456,9 @@ async fn an_unreachable_agent_is_reported_and_retried_once_per_backoff_step() {
             let (_, reason, message) = condition(&s, "AgentReachable").unwrap();
             assert_eq!(reason, "ConnectionFailed", "{message}");
             assert!(message.contains(&drop_agent.addr().to_string()), "{message}");
-            let s = wait_session(&ns, "err", "AgentReachable False", T, |s| {
-                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False")
+            // (An attempt before the fake agent listens is a ConnectionFailed first.)
+            let s = wait_session(&ns, "err", "AgentReachable False, HTTPError", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False" && c.1 == "HTTPError")
             })
             .await;
             let (_, reason, message) = condition(&s, "AgentReachable").unwrap();
@@ -478,8 +479,8 @@ async fn an_unreachable_agent_is_reported_and_retried_once_per_backoff_step() {
             }
             // An agent that takes the request and never answers: the 10 s request deadline.
             let hang_agent = agents.wait_agent("hang", T).await.unwrap();
-            let s = wait_session(&ns, "hang", "AgentReachable False", T, |s| {
-                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False")
+            let s = wait_session(&ns, "hang", "AgentReachable False, Timeout", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|c| c.0 == "False" && c.1 == "Timeout")
             })
             .await;
             let (_, reason, message) = condition(&s, "AgentReachable").unwrap();

@@ -58,15 +58,7 @@ impl StatusBuilder {
     /// reason and message.
     fn ready(&mut self, progress: Progress, reason: &str, message: &str) {
         let status = ConditionStatus::from(progress == Progress::Current);
-        let c = new_condition(
-            types::READY,
-            status,
-            reason,
-            message,
-            self.generation,
-            self.time(),
-        );
-        set_condition(&mut self.status.conditions, c);
+        self.condition(types::READY, status, reason, message);
         let now = self.time();
         set_progress(
             &mut self.status.conditions,
@@ -84,14 +76,11 @@ impl StatusBuilder {
         } else {
             (ConditionStatus::False, reasons::NOT_RATE_LIMITED)
         };
-        let c = new_condition(
-            types::RATE_LIMITED,
-            status,
-            reason,
-            message,
-            self.generation,
-            self.time(),
-        );
+        self.condition(types::RATE_LIMITED, status, reason, message);
+    }
+
+    fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
+        let c = new_condition(type_, status, reason, message, self.generation, self.time());
         set_condition(&mut self.status.conditions, c);
     }
 

@@ -129,6 +129,16 @@ pub fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (t - now).to_std().unwrap_or_default()
 }
 
+/// What every rule of one decision reads.
+#[derive(Clone, Copy)]
+struct Given<'a> {
+    session: &'a AgentSession,
+    observed: &'a Observed,
+    cfg: &'a SessionConfig,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
 /// A step the rest of the plan depends on: performed alone, then decided again.
 #[derive(Clone, Debug)]
 pub enum First {
@@ -190,8 +200,15 @@ pub fn decide(
     let (start, expires_at) = lifetime(session, cfg, now);
     next.status.start_time = Some(to_k8s(start));
     next.status.expires_at = Some(to_k8s(expires_at));
+    let given = Given {
+        session,
+        observed,
+        cfg,
+        now,
+        expires_at,
+    };
     let mut plan = match stage(session, cfg, now) {
-        Stage::Finished(phase) => finished(session, observed, next, phase, now),
+        Stage::Finished(phase) => finished(&given, next, phase),
         Stage::Invalid(message) => {
             next.verdict(
                 &Verdict::new(AgentSessionPhase::Pending, reasons::INVALID_SPEC, message).stalled(),
@@ -205,10 +222,10 @@ pub fn decide(
             next.status.work_branch = session.effective_work_branch();
             let message = format!("expired at {}", expires_at.to_rfc3339());
             let verdict = Verdict::new(AgentSessionPhase::Expired, reasons::EXPIRED, message);
-            stop(session, observed, next, verdict, None, now)
+            stop(&given, next, verdict, None)
         }
-        Stage::Suspended => suspended(session, observed, next, cfg, expires_at, now),
-        Stage::Active => active(session, observed, next, cfg, expires_at, now),
+        Stage::Suspended => suspended(&given, next),
+        Stage::Active => active(&given, next),
     };
     if plan.first.is_none() {
         plan.event = status::announce(&stored, &plan.status);
@@ -219,13 +236,13 @@ pub fn decide(
 /// A session that finished earlier: nothing may run or stay valid; then `ttlAfterFinished`.
 /// The stored verdict is asserted again (a status written before the kstatus conditions gets
 /// them).
-fn finished(
-    session: &AgentSession,
-    observed: &Observed,
-    mut next: Next,
-    phase: AgentSessionPhase,
-    now: DateTime<Utc>,
-) -> Plan {
+fn finished(g: &Given<'_>, mut next: Next, phase: AgentSessionPhase) -> Plan {
+    let Given {
+        session,
+        observed,
+        now,
+        ..
+    } = *g;
     if observed.worker.is_some() {
         return Plan::first(First::StopAgent { end: None }, next);
     }
@@ -255,14 +272,13 @@ fn finished(
 }
 
 /// The session stops (expiry, the conversation's end): the agent first, then its pod and token.
-fn stop(
-    session: &AgentSession,
-    observed: &Observed,
-    mut next: Next,
-    verdict: Verdict,
-    end: Option<End>,
-    now: DateTime<Utc>,
-) -> Plan {
+fn stop(g: &Given<'_>, mut next: Next, verdict: Verdict, end: Option<End>) -> Plan {
+    let Given {
+        session,
+        observed,
+        now,
+        ..
+    } = *g;
     if observed.worker.is_some() {
         return Plan::first(First::StopAgent { end }, next);
     }
@@ -286,14 +302,13 @@ fn stop(
 }
 
 /// Suspended: the pod goes, the workspace, Service and NetworkPolicy stay.
-fn suspended(
-    session: &AgentSession,
-    observed: &Observed,
-    mut next: Next,
-    cfg: &SessionConfig,
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Plan {
+fn suspended(g: &Given<'_>, mut next: Next) -> Plan {
+    let Given {
+        session,
+        expires_at,
+        now,
+        ..
+    } = *g;
     next.status.work_branch = session.effective_work_branch();
     let verdict = if session.spec.suspend {
         Verdict::new(
@@ -309,11 +324,11 @@ fn suspended(
             stored.message.unwrap_or_default(),
         )
     };
-    let (verdict, children, requeue) = match writable(session, observed, cfg) {
+    let (verdict, children, requeue) = match writable(g) {
         Err(message) => (rejected(&message), ChildWrites::default(), REJECTED_RETRY),
         Ok(children) => (verdict, children, until(expires_at, now)),
     };
-    let mut plan = stop(session, observed, next, verdict, None, now);
+    let mut plan = stop(g, next, verdict, None);
     if plan.first.is_none() {
         plan.children = children;
         plan.requeue = Some(requeue);
@@ -345,14 +360,14 @@ fn rejected_plan(mut next: Next, message: &str) -> Plan {
 
 /// An active session: credentials first (the clone needs them), then its children, then what
 /// its pod says.
-fn active(
-    session: &AgentSession,
-    observed: &Observed,
-    mut next: Next,
-    cfg: &SessionConfig,
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Plan {
+fn active(g: &Given<'_>, mut next: Next) -> Plan {
+    let Given {
+        session,
+        observed,
+        expires_at,
+        now,
+        ..
+    } = *g;
     next.status.work_branch = session.effective_work_branch();
     let mut requeue = until(expires_at, now);
     match credentials::decide(session, &observed.credentials, now) {
@@ -369,11 +384,11 @@ fn active(
             }
         }
     }
-    let children = match writable(session, observed, cfg) {
+    let children = match writable(g) {
         Err(message) => return rejected_plan(next, &message),
         Ok(children) => children,
     };
-    with_pod(session, observed, next, cfg, children, requeue, now)
+    with_pod(g, next, children, requeue)
 }
 
 /// Waiting for credentials: `CredentialsReady` and the phase say why; looked at again after as
@@ -404,14 +419,18 @@ fn pending(
 
 /// The session's pod and what it says.
 fn with_pod(
-    session: &AgentSession,
-    observed: &Observed,
+    g: &Given<'_>,
     mut next: Next,
-    cfg: &SessionConfig,
     mut children: ChildWrites,
     mut requeue: Duration,
-    now: DateTime<Utc>,
 ) -> Plan {
+    let Given {
+        session,
+        observed,
+        cfg,
+        now,
+        ..
+    } = *g;
     let pod = observed.children.pod.as_ref();
     if pod.is_none_or(|p| !alive(&p.state)) {
         // The agent is gone with its pod; a new pod gets what the old agent had not.
@@ -431,14 +450,14 @@ fn with_pod(
     if pod.is_some_and(PodSummary::terminating) {
         requeue = requeue.min(TERMINATING_RETRY);
     }
-    show_children(session, observed, &mut next);
-    let said = pod_says(session, observed, &mut next, now);
+    show_children(g, &mut next);
+    let said = pod_says(g, &mut next);
     if let Some(due) = said.due {
         requeue = requeue.min(due);
     }
     if let Some(end) = said.end {
         // The conversation ended the session: its agent, pod and token go.
-        let mut plan = stop(session, observed, next, said.verdict, Some(end), now);
+        let mut plan = stop(g, next, said.verdict, Some(end));
         plan.children = children;
         return plan;
     }
@@ -468,7 +487,10 @@ fn with_pod(
 }
 
 /// The children `status` names, and whether the workspace volume is bound.
-fn show_children(session: &AgentSession, observed: &Observed, next: &mut Next) {
+fn show_children(g: &Given<'_>, next: &mut Next) {
+    let Given {
+        session, observed, ..
+    } = *g;
     let names = SessionNames::for_session(session);
     next.status.pod_name = Some(names.pod.clone());
     next.status.service_name = Some(names.service.clone());
@@ -495,12 +517,8 @@ struct PodSays {
     due: Option<Duration>,
 }
 
-fn pod_says(
-    session: &AgentSession,
-    observed: &Observed,
-    next: &mut Next,
-    now: DateTime<Utc>,
-) -> PodSays {
+fn pod_says(g: &Given<'_>, next: &mut Next) -> PodSays {
+    let Given { observed, .. } = *g;
     let says = |verdict| PodSays {
         verdict,
         agent: AgentStep::Keep,
@@ -519,7 +537,7 @@ fn pod_says(
             reasons::WAITING,
             message,
         )),
-        PodState::Running => running(session, observed, next, now),
+        PodState::Running => running(g, next),
         PodState::Succeeded => says(Verdict::new(
             AgentSessionPhase::Succeeded,
             reasons::SUCCEEDED,
@@ -541,12 +559,13 @@ fn pod_says(
 }
 
 /// A Running pod: the endpoints, and what the conversation says.
-fn running(
-    session: &AgentSession,
-    observed: &Observed,
-    next: &mut Next,
-    now: DateTime<Utc>,
-) -> PodSays {
+fn running(g: &Given<'_>, next: &mut Next) -> PodSays {
+    let Given {
+        session,
+        observed,
+        now,
+        ..
+    } = *g;
     let names = SessionNames::for_session(session);
     next.status.endpoint = build::endpoint(session, &names);
     next.status.editor_url = build::editor_url(session, &names);
@@ -599,25 +618,24 @@ fn desired_pod(
 
 /// The [`infrastructure`] to write, or why none can be: the apiserver refused a child (learned
 /// in this reconcile), or one cannot be built.
-fn writable(
-    session: &AgentSession,
-    observed: &Observed,
-    cfg: &SessionConfig,
-) -> Result<ChildWrites, String> {
+fn writable(g: &Given<'_>) -> Result<ChildWrites, String> {
+    let Given { observed, .. } = *g;
     match &observed.refused {
         Some(message) => Err(message.clone()),
-        None => infrastructure(session, observed, cfg),
+        None => infrastructure(g),
     }
 }
 
 /// The PVC, Service and NetworkPolicy a session keeps while it exists (suspended too): each
 /// written when missing from the caches or when the spec changed since the status was last
 /// written, so steady state writes nothing; `Err` when one cannot be built.
-fn infrastructure(
-    session: &AgentSession,
-    observed: &Observed,
-    cfg: &SessionConfig,
-) -> Result<ChildWrites, String> {
+fn infrastructure(g: &Given<'_>) -> Result<ChildWrites, String> {
+    let Given {
+        session,
+        observed,
+        cfg,
+        ..
+    } = *g;
     let cached = &observed.children;
     let changed =
         session.status.as_ref().and_then(|s| s.observed_generation) != session.metadata.generation;
