@@ -13,7 +13,6 @@
 //! owner references let the garbage collector remove the children.
 
 use super::act::{act, finish};
-use super::build::BuildError;
 use super::cached::{CachedClaim, CachedPod, CachedPolicy, CachedService};
 use super::children::{self, Index, PodSummary, Presence, ServiceSummary, watch_children};
 use super::conversation::{AgentPool, Conversations};
@@ -58,8 +57,6 @@ pub enum Error {
     },
     #[error(transparent)]
     Credentials(SessionCredentialsError),
-    #[error(transparent)]
-    Build(#[from] BuildError),
     #[error("the plan did not settle after {MAX_ROUNDS} rounds")]
     Unsettled,
 }
@@ -72,7 +69,6 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::Delete { .. } => "delete",
             Error::Credentials(_) => "credentials",
-            Error::Build(_) => "build",
             Error::Unsettled => "unsettled",
         }
     }

@@ -193,8 +193,8 @@ pub struct Seed {
 
 /// The workers of all Running sessions.
 pub struct Conversations {
-    api: AgentApi,
-    permits: Arc<Semaphore>,
+    /// The agent API client and permits every scope shares.
+    pool: AgentPool,
     workers: Arc<Mutex<HashMap<String, Handle>>>,
     generation: std::sync::atomic::AtomicU64,
     trigger: mpsc::UnboundedSender<ObjectRef<SessionObject>>,
@@ -411,8 +411,7 @@ impl Conversations {
         let (trigger, triggers) = mpsc::unbounded_channel();
         (
             Self {
-                api: pool.api.clone(),
-                permits: pool.permits.clone(),
+                pool: pool.clone(),
                 workers: Arc::new(Mutex::new(HashMap::new())),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 trigger,
@@ -441,14 +440,14 @@ impl Conversations {
         })
     }
 
-    /// Starts (or updates) the worker of a Running session and returns what it knows.
-    pub fn ensure(&self, target: Target) -> View {
+    /// Starts the worker of a Running session, hands a running one the new outbox, or replaces
+    /// one that talks to another pod.
+    pub fn ensure(&self, target: Target) {
         let mut workers = lock(&self.workers);
         if let Some(h) = workers.get(&target.session_uid) {
             if h.pod_uid == target.pod_uid && h.addr == target.addr && !h.task.is_finished() {
                 if **h.outbox.borrow() != target.outbox {
-                    // The live state counts the new entries before the worker wakes, and the
-                    // decisions made on the view below see them.
+                    // The live state counts the new entries before the worker wakes.
                     {
                         let mut live = lock(&h.shared.live);
                         live.outbox_len = target.outbox.len();
@@ -457,7 +456,7 @@ impl Conversations {
                     }
                     h.outbox.send_replace(Arc::new(target.outbox));
                 }
-                return h.shared.view();
+                return;
             }
             if let Some(old) = workers.remove(&target.session_uid) {
                 let _ = old.stop.send(true);
@@ -479,8 +478,8 @@ impl Conversations {
             status_before_break: None,
             registry: Arc::downgrade(&self.workers),
             generation,
-            api: self.api.clone(),
-            permits: self.permits.clone(),
+            api: self.pool.api.clone(),
+            permits: self.pool.permits.clone(),
             shared: shared.clone(),
             trigger: self.trigger.clone(),
             sessions: lock(&self.sessions).clone(),
@@ -497,7 +496,6 @@ impl Conversations {
             name = %target.session.name,
         );
         let task = tokio::spawn(worker.run().instrument(span));
-        let view = shared.view();
         workers.insert(
             target.session_uid.clone(),
             Handle {
@@ -510,7 +508,6 @@ impl Conversations {
                 task,
             },
         );
-        view
     }
 
     /// Stops the session's worker, letting a request in flight finish, and returns its last

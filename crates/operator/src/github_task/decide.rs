@@ -59,6 +59,8 @@ pub enum Plan {
 /// An attempt to run the action.
 #[derive(Debug)]
 pub struct Attempt {
+    /// The client of the task's credentials.
+    pub github: GitHub,
     pub repo: RepoRef,
     pub inputs: ResolvedInputs,
     /// An attempt was recorded earlier without a result: it may have written, so its effect is
@@ -128,8 +130,8 @@ pub fn decide(
     };
     // Credentials: a Secret the operator only `get`s (no watch: a missing one is retried with
     // backoff).
-    match &observed.github {
-        Some(Ok(_)) => {}
+    let github = match &observed.github {
+        Some(Ok(github)) => github.clone(),
         Some(Err(e @ CredentialsError::InvalidSecret { .. })) => {
             return pending(
                 sb,
@@ -155,7 +157,7 @@ pub fn decide(
                 Progress::InProgress,
             );
         }
-    }
+    };
     let inputs = match inputs(task, observed) {
         Inputs::Ready(inputs) => inputs,
         Inputs::Waiting(message) => {
@@ -170,6 +172,7 @@ pub fn decide(
     };
     let stored = task.status.clone().unwrap_or_default();
     Plan::Attempt(Box::new(Attempt {
+        github,
         repo,
         inputs,
         uncertain: stored.attempts > 0,

@@ -156,17 +156,14 @@ async fn reconcile_task(task: &GitHubTask, tctx: &TaskContext) -> Result<Action,
         return Ok(Action::await_change());
     }
     let now = Utc::now();
-    let mut observed = observe(task, tctx, now).await?;
+    let observed = observe(task, tctx, now).await?;
     match decide::decide(task, &observed, now, &tctx.config) {
         Plan::Idle(requeue) => Ok(action(requeue)),
         Plan::Record { status, requeue } => {
             record(ctx, task, *status).await?;
             Ok(action(requeue))
         }
-        Plan::Attempt(attempt) => match observed.github.take() {
-            Some(Ok(github)) => run_attempt(ctx, task, &github, *attempt).await,
-            _ => Ok(Action::await_change()),
-        },
+        Plan::Attempt(attempt) => run_attempt(ctx, task, *attempt).await,
     }
 }
 
@@ -210,12 +207,7 @@ async fn observe(
 }
 
 /// Records the attempt (fenced), runs the action, writes what it ended with.
-async fn run_attempt(
-    ctx: &Context,
-    task: &GitHubTask,
-    github: &ccplant_github::GitHubClient,
-    attempt: Attempt,
-) -> Result<Action, Error> {
+async fn run_attempt(ctx: &Context, task: &GitHubTask, attempt: Attempt) -> Result<Action, Error> {
     let stored = task.status.clone().unwrap_or_default();
     // Fenced on the version this decision was made from: if anyone else (another operator
     // process) wrote the task meanwhile, the apiserver answers 409 and this reconcile steps
@@ -246,7 +238,7 @@ async fn run_attempt(
     };
     let outcome = match run_action(
         task,
-        github,
+        &attempt.github,
         &attempt.repo,
         &attempt.inputs,
         attempt.uncertain,

@@ -179,10 +179,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn first(step: First, next: Next) -> Self {
+    /// Only `step`: the rest is decided again with its outcome (so nothing else of this plan,
+    /// its status included, is ever used).
+    fn first(step: First) -> Self {
         Plan {
             first: Some(step),
-            status: next.status,
             ..Plan::default()
         }
     }
@@ -244,7 +245,7 @@ fn finished(g: &Given<'_>, mut next: Next, phase: AgentSessionPhase) -> Plan {
         ..
     } = *g;
     if observed.worker.is_some() {
-        return Plan::first(First::StopAgent { end: None }, next);
+        return Plan::first(First::StopAgent { end: None });
     }
     conversation::agent_not_running(&mut next, observed.stopped.as_ref());
     // Expired, or Succeeded by completion.mode WhenIdle: the pod is stopped. A pod whose agent
@@ -280,7 +281,7 @@ fn stop(g: &Given<'_>, mut next: Next, verdict: Verdict, end: Option<End>) -> Pl
         ..
     } = *g;
     if observed.worker.is_some() {
-        return Plan::first(First::StopAgent { end }, next);
+        return Plan::first(First::StopAgent { end });
     }
     conversation::agent_not_running(&mut next, observed.stopped.as_ref());
     let revoke = revoke(observed, &mut next);
@@ -371,7 +372,7 @@ fn active(g: &Given<'_>, mut next: Next) -> Plan {
     next.status.work_branch = session.effective_work_branch();
     let mut requeue = until(expires_at, now);
     match credentials::decide(session, &observed.credentials, now) {
-        credentials::Decision::Issue(issue) => return Plan::first(First::Token(issue), next),
+        credentials::Decision::Issue(issue) => return Plan::first(First::Token(issue)),
         credentials::Decision::Problem {
             reason,
             message,
@@ -435,7 +436,7 @@ fn with_pod(
     if pod.is_none_or(|p| !alive(&p.state)) {
         // The agent is gone with its pod; a new pod gets what the old agent had not.
         if observed.worker.is_some() {
-            return Plan::first(First::StopAgent { end: None }, next);
+            return Plan::first(First::StopAgent { end: None });
         }
         conversation::agent_not_running(&mut next, observed.stopped.as_ref());
     }
@@ -458,7 +459,9 @@ fn with_pod(
     if let Some(end) = said.end {
         // The conversation ended the session: its agent, pod and token go.
         let mut plan = stop(g, next, said.verdict, Some(end));
-        plan.children = children;
+        if plan.first.is_none() {
+            plan.children = children;
+        }
         return plan;
     }
     if !said.verdict.phase.is_finished() {

@@ -230,7 +230,7 @@ impl Next {
 /// re-asserted, e.g. written by an older version without the kstatus conditions).
 pub fn stored_verdict(status: &AgentSessionStatus, phase: AgentSessionPhase) -> Verdict {
     let reason = find_condition(&status.conditions, types::READY)
-        .map(|c| static_reason(&c.reason))
+        .and_then(|c| static_reason(&c.reason))
         .unwrap_or(phase_reason(phase));
     Verdict::new(phase, reason, status.message.clone().unwrap_or_default())
 }
@@ -244,8 +244,8 @@ fn phase_reason(phase: AgentSessionPhase) -> &'static str {
     }
 }
 
-/// The constant for a reason the operator wrote earlier.
-fn static_reason(reason: &str) -> &'static str {
+/// The constant for a final reason the operator wrote earlier.
+fn static_reason(reason: &str) -> Option<&'static str> {
     const FINAL: [&str; 5] = [
         reasons::SUCCEEDED,
         reasons::FAILED,
@@ -253,10 +253,7 @@ fn static_reason(reason: &str) -> &'static str {
         reasons::IDLE_TIMEOUT,
         reasons::COMPLETED,
     ];
-    FINAL
-        .into_iter()
-        .find(|r| *r == reason)
-        .unwrap_or(reasons::FAILED)
+    FINAL.into_iter().find(|r| *r == reason)
 }
 
 /// The Event announcing a change of phase or Ready reason (none when neither changed): a

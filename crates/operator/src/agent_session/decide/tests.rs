@@ -905,6 +905,14 @@ fn a_status_written_before_kstatus_is_migrated_once() {
         | Stalled True Failed "m" +900
     "#,
     );
+    // A reason this operator never writes for a final phase: the phase's own reason.
+    let odd = decide(
+        &old("Succeeded", "SomethingElse"),
+        &with_children(None),
+        at(900),
+        &cfg(),
+    );
+    assert_eq!(status::ready_reason(&odd.status), Some(reasons::SUCCEEDED));
     // Asserted again: no further write.
     let migrated = decide(
         &old("Failed", "Failed"),
