@@ -142,6 +142,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // reconciles from it, the task controller hears of the sessions it waits for.
         let synced = ctx.register_cache("AgentSession");
         let primary_synced = synced.subscribe();
+        let sessions_synced = synced.subscribe();
         let mut sessions = primary_watch(scoped::<SessionObject>(&client, &scope), synced);
         ctx.set_session_store(sessions.store.clone());
         let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded();
@@ -167,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             task_config.clone(),
             scoped::<TaskObject>(&client, &scope),
             changed_rx,
+            sessions_synced,
         )));
     }
     let drained = futures::future::join_all(controllers);

@@ -59,6 +59,10 @@ impl Error {
 struct TaskContext {
     ctx: Arc<Context>,
     config: TaskConfig,
+    /// The scope's AgentSession cache completed its first list (`fromSession` reads it): a
+    /// task reconciled before would take an existing session for a missing one.
+    sessions_synced: tokio::sync::watch::Receiver<bool>,
+    sessions_ready: tokio::sync::OnceCell<()>,
 }
 
 /// The tasks waiting for the session `(namespace, name)` (createPullRequest.fromSession).
@@ -82,12 +86,14 @@ fn waiting_for(
 }
 
 /// Runs the controller for `api` until shutdown; `sessions` tells of every change of an
-/// AgentSession in the scope (from the scope's one session watch).
+/// AgentSession in the scope (from the scope's one session watch), `sessions_synced` when that
+/// watch's cache is complete.
 pub async fn run(
     ctx: Arc<Context>,
     config: TaskConfig,
     api: Api<TaskObject>,
     sessions: impl futures::Stream<Item = (String, String)> + Send + 'static,
+    sessions_synced: tokio::sync::watch::Receiver<bool>,
 ) {
     let (dependents_tx, dependents_rx) = futures::channel::mpsc::unbounded();
     let synced = ctx.register_cache("GitHubTask");
@@ -98,7 +104,12 @@ pub async fn run(
     let session_triggers =
         sessions.flat_map(move |(ns, name)| futures::stream::iter(waiting_for(&store, &ns, &name)));
     let concurrency = ctx.limits.task_concurrency();
-    let tctx = Arc::new(TaskContext { ctx, config });
+    let tctx = Arc::new(TaskContext {
+        ctx,
+        config,
+        sessions_synced,
+        sessions_ready: tokio::sync::OnceCell::new(),
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = Controller::for_stream(primary.objects, primary.store)
         .reconcile_on(session_triggers)
@@ -183,6 +194,13 @@ async fn observe(
     }
     let ctx = &tctx.ctx;
     let ns = task.namespace().unwrap_or_default();
+    if decide::from_session(task).is_some() {
+        tctx.sessions_ready
+            .get_or_init(|| async {
+                let _ = tctx.sessions_synced.clone().wait_for(|done| *done).await;
+            })
+            .await;
+    }
     let github = match tctx.config.credential_source(task) {
         None => None,
         Some(location) => match ctx.github.client(&ctx.client, &location).await {
