@@ -83,9 +83,11 @@ at) and create/patch/delete (the per-session token Secret) - never list or watch
 # Controllers watch both kinds; `run` lists them (limit 1) to check the CRDs exist; a
 # One watch of AgentSessions serves both controllers (a GitHubTask reads the session it waits
 # for from it); ttlAfterFinished deletes a session.
+# patch: the finalizer ccplant.io/revoke-token, added while a session holds a live GitHub App
+# token and removed once it is revoked.
 - apiGroups: ["ccplant.io"]
   resources: ["agentsessions"]
-  verbs: ["list", "watch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["ccplant.io"]
   resources: ["githubtasks"]
   verbs: ["list", "watch"]
@@ -118,17 +120,4 @@ at) and create/patch/delete (the per-session token Secret) - never list or watch
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- end }}
-
-{{/*
-Default GitHub Secret as (namespace, name), when one is configured.
-*/}}
-{{- define "ccplant.defaultSecretNamespace" -}}
-{{- $s := .Values.config.defaultGithubSecret }}
-{{- if contains "/" $s }}{{ index (splitList "/" $s) 0 }}{{ else }}{{ .Release.Namespace }}{{ end }}
-{{- end }}
-
-{{- define "ccplant.defaultSecretName" -}}
-{{- $s := .Values.config.defaultGithubSecret }}
-{{- if contains "/" $s }}{{ index (splitList "/" $s) 1 }}{{ else }}{{ $s }}{{ end }}
 {{- end }}

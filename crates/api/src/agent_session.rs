@@ -804,6 +804,16 @@ impl AgentSessionSpec {
         self.github.as_ref().and_then(|g| g.secret_ref.as_ref())
     }
 
+    /// Where the session's GitHub credentials come from.
+    pub fn github_source(&self) -> crate::GitHubSource<'_> {
+        crate::GitHubSource::of(
+            self.github
+                .as_ref()
+                .and_then(|g| g.credential_name.as_deref()),
+            self.github_secret_ref(),
+        )
+    }
+
     /// lifetime.maxDuration, parsed.
     pub fn max_duration(&self) -> Result<Duration, DurationError> {
         self.lifetime.max_duration.parse()
@@ -890,6 +900,28 @@ impl AgentSessionSpec {
                 repo.depth.is_none_or(|d| d >= 1),
                 "spec.repository.depth",
                 "must be at least 1",
+            );
+        }
+        if let Some(github) = &self.github {
+            v.check(
+                !(github.credential_name.is_some() && github.secret_ref.is_some()),
+                "spec.github",
+                CREDENTIAL_XOR_SECRET_MESSAGE,
+            );
+            v.check(
+                github
+                    .credential_name
+                    .as_deref()
+                    .is_none_or(is_valid_object_name),
+                "spec.github.credentialName",
+                CREDENTIAL_NAME_MESSAGE,
+            );
+        }
+        if let Some(github) = &self.github {
+            v.check(
+                !github.permissions.is_empty(),
+                "spec.github.permissions",
+                PERMISSIONS_NOT_EMPTY_MESSAGE,
             );
         }
         if let Some(secret) = self.github_secret_ref() {

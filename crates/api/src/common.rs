@@ -6,7 +6,11 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validation::{MAX_OBJECT_NAME_LENGTH, OBJECT_NAME_RULE, SECRET_NAME_MESSAGE};
+use crate::validation::{
+    CREDENTIAL_NAME_MESSAGE, CREDENTIAL_XOR_SECRET_MESSAGE, CREDENTIAL_XOR_SECRET_RULE,
+    MAX_OBJECT_NAME_LENGTH, OBJECT_NAME_RULE, PERMISSIONS_NOT_EMPTY_MESSAGE,
+    PERMISSIONS_NOT_EMPTY_RULE, SECRET_NAME_MESSAGE,
+};
 
 /// API group of both kinds.
 pub const GROUP: &str = "ccplant.io";
@@ -118,31 +122,45 @@ pub fn default_github_permissions() -> BTreeMap<String, PermissionLevel> {
 }
 
 /// GitHub credentials of an AgentSession.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[schemars(transform = crate::schema::polish_descriptions)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(CREDENTIAL_XOR_SECRET_RULE).message(CREDENTIAL_XOR_SECRET_MESSAGE))]
 pub struct SessionGitHubSpec {
-    /// Secret holding the GitHub credentials: either the key "token", or the keys "app-id",
-    /// "private-key" and "installation-id" of a GitHub App. With a GitHub App the operator mints
-    /// an installation token restricted to spec.repository and to the permissions below, stores
-    /// it in a Secret owned by the session, refreshes it while the session runs and revokes it
-    /// when the session finishes, expires or is suspended. Optional when the operator has a
-    /// default credential (--default-github-secret).
+    /// A GitHubCredential of the platform (cluster-scoped) whose namespaceSelector selects this
+    /// namespace and whose repositories match spec.repository. It must hold a GitHub App: the
+    /// operator mints an installation token restricted to spec.repository and to the
+    /// permissions below (at most the credential's sessionPermissions), stores it in a Secret
+    /// owned by the session, refreshes it while the session runs and revokes it when the
+    /// session finishes, expires, is suspended or is deleted. Neither credentialName nor
+    /// secretRef set: the default GitHubCredential of the namespace. Mutually exclusive with
+    /// secretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
+    #[x_kube(validation = Rule::new(OBJECT_NAME_RULE).message(CREDENTIAL_NAME_MESSAGE))]
+    pub credential_name: Option<String>,
+
+    /// A Secret of this namespace holding the team's own GitHub credentials, used as is: either
+    /// the key "token", or the keys "app-id", "private-key" and "installation-id" of a GitHub
+    /// App (then a restricted installation token is minted as with credentialName). Mutually
+    /// exclusive with credentialName.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
 
     /// GitHub App permissions of the session's installation token, by permission name
-    /// (contents, issues, pull_requests, workflows, checks, ...), each "read" or "write".
-    /// Default: contents, issues and pull_requests write. Ignored for a plain token, which
-    /// keeps the permissions it was created with.
+    /// (contents, issues, pull_requests, workflows, checks, ...), each "read" or "write"; must
+    /// not be empty. Default: contents, issues and pull_requests write. Ignored for a plain
+    /// token, which keeps the permissions it was created with.
     #[serde(default = "default_github_permissions")]
     #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(PERMISSIONS_NOT_EMPTY_RULE).message(PERMISSIONS_NOT_EMPTY_MESSAGE))]
     pub permissions: BTreeMap<String, PermissionLevel>,
 }
 
 impl Default for SessionGitHubSpec {
     fn default() -> Self {
         Self {
+            credential_name: None,
             secret_ref: None,
             permissions: default_github_permissions(),
         }
@@ -150,13 +168,46 @@ impl Default for SessionGitHubSpec {
 }
 
 /// GitHub credentials of a GitHubTask.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[schemars(transform = crate::schema::polish_descriptions)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(CREDENTIAL_XOR_SECRET_RULE).message(CREDENTIAL_XOR_SECRET_MESSAGE))]
 pub struct TaskGitHubSpec {
-    /// Secret holding the GitHub credentials: either the key "token", or the keys "app-id",
-    /// "private-key" and "installation-id" of a GitHub App. Optional when the operator has a
-    /// default credential (--default-github-secret).
+    /// A GitHubCredential of the platform (cluster-scoped) whose namespaceSelector selects this
+    /// namespace, whose repositories match spec.repository and whose actions allow this
+    /// task's action. Neither credentialName nor secretRef set: the default GitHubCredential of
+    /// the namespace. Mutually exclusive with secretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
+    #[x_kube(validation = Rule::new(OBJECT_NAME_RULE).message(CREDENTIAL_NAME_MESSAGE))]
+    pub credential_name: Option<String>,
+
+    /// A Secret of this namespace holding the team's own GitHub credentials, used as is: either
+    /// the key "token", or the keys "app-id", "private-key" and "installation-id" of a GitHub
+    /// App. Mutually exclusive with credentialName.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
+}
+
+/// Where an object's GitHub credentials come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GitHubSource<'a> {
+    /// A GitHubCredential of the platform, by name.
+    Credential(&'a str),
+    /// A Secret of the object's own namespace.
+    Secret(&'a SecretReference),
+    /// Neither named: the namespace's default GitHubCredential.
+    Default,
+}
+
+impl<'a> GitHubSource<'a> {
+    /// The source `credentialName` / `secretRef` name (credentialName wins when an object that
+    /// bypassed admission sets both).
+    pub fn of(credential_name: Option<&'a str>, secret_ref: Option<&'a SecretReference>) -> Self {
+        match (credential_name, secret_ref) {
+            (Some(name), _) => Self::Credential(name),
+            (None, Some(secret)) => Self::Secret(secret),
+            (None, None) => Self::Default,
+        }
+    }
 }

@@ -70,6 +70,13 @@ pub mod reasons {
     /// The apiserver refused one of the session's children (admission, quota, an invalid
     /// override); the message carries its answer.
     pub const CHILD_REJECTED: &str = "ChildRejected";
+    /// The GitHub access policy refuses it: a GitHubCredential's rule (namespace, repository,
+    /// action, session permissions) or no credential at all; the message names both.
+    pub const NOT_ALLOWED: &str = "NotAllowed";
+    /// spec.github.credentialName names a GitHubCredential that does not exist (yet).
+    pub const CREDENTIAL_NOT_FOUND: &str = "CredentialNotFound";
+    /// The GitHubCredential's Secret was found and GitHub answered with its identity.
+    pub const CREDENTIAL_READY: &str = "Ready";
     /// A plain token from another namespace is never copied into the session's namespace.
     pub const TOKEN_NOT_SHAREABLE: &str = "TokenNotShareable";
     /// No installation token could be minted for the session.

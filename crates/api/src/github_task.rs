@@ -224,6 +224,14 @@ pub struct ApproveAndMergeAction {
     #[x_kube(validation = Rule::new(OBJECT_NAME_RULE).message(TASK_NAME_MESSAGE))]
     pub from_task: Option<String>,
 
+    /// Authors (GitHub logins) whose pull requests the auto-selection (neither pullRequest nor
+    /// fromTask set) may pick: the newest open pull request by one of them. Default: the
+    /// credential's own identity, i.e. the pull requests ccplant opened; ["*"] allows any
+    /// author. A pull request named by number or by fromTask is not filtered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64)))]
+    pub authors: Vec<String>,
+
     /// Submit an approving review before merging. GitHub refuses approval of a pull request
     /// by its own author; set false when the credentials belong to the author.
     #[serde(default = "default_true")]
@@ -265,6 +273,7 @@ impl Default for ApproveAndMergeAction {
         Self {
             pull_request: None,
             from_task: None,
+            authors: Vec::new(),
             approve: true,
             review_comment: default_review_comment(),
             merge_method: MergeMethod::default(),
@@ -414,6 +423,16 @@ impl GitHubTaskSpec {
         self.github.as_ref().and_then(|g| g.secret_ref.as_ref())
     }
 
+    /// Where the task's GitHub credentials come from.
+    pub fn github_source(&self) -> crate::GitHubSource<'_> {
+        crate::GitHubSource::of(
+            self.github
+                .as_ref()
+                .and_then(|g| g.credential_name.as_deref()),
+            self.github_secret_ref(),
+        )
+    }
+
     /// Checks the rules the schema enforces at admission, for objects that bypassed it. The
     /// transition rule (spec is immutable) needs the old object and is not checked.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
@@ -423,6 +442,21 @@ impl GitHubTaskSpec {
             "spec.repository",
             OWNER_REPO_OR_REPO_MESSAGE,
         );
+        if let Some(github) = &self.github {
+            v.check(
+                !(github.credential_name.is_some() && github.secret_ref.is_some()),
+                "spec.github",
+                CREDENTIAL_XOR_SECRET_MESSAGE,
+            );
+            v.check(
+                github
+                    .credential_name
+                    .as_deref()
+                    .is_none_or(is_valid_object_name),
+                "spec.github.credentialName",
+                CREDENTIAL_NAME_MESSAGE,
+            );
+        }
         if let Some(secret) = self.github_secret_ref() {
             v.check(
                 is_valid_object_name(&secret.name),

@@ -1,6 +1,7 @@
 //! ccplant's Kubernetes API, group `ccplant.io`, version `v1alpha1`: the custom resources
-//! [`AgentSession`] (short name `ags`) and [`GitHubTask`] (short name `ght`), both namespaced, in
-//! the category `ccplant` (`kubectl get ccplant`), with a status subresource.
+//! [`AgentSession`] (short name `ags`) and [`GitHubTask`] (short name `ght`), both namespaced,
+//! and the platform's cluster-scoped [`GitHubCredential`] (short name `ghc`), all in the
+//! category `ccplant` (`kubectl get ccplant`), with a status subresource.
 //!
 //! This crate holds types, defaults, schema validation and pure helpers only; it does no I/O.
 //! [`crds()`] returns both CustomResourceDefinitions (what `ccplant-operator crd` prints).
@@ -37,6 +38,9 @@
 //! | AgentSession | `spec.repository.ref` | CEL | `ref must be a branch, tag or commit SHA (letters, digits, '.', '_', '-', '+' and '/')` |
 //! | AgentSession | `spec.repository.workBranch` | CEL | `workBranch must be a valid git branch name (letters, digits, '.', '_', '-', '+' and '/')` |
 //! | AgentSession | `spec.github.secretRef.name` | CEL | `secretRef.name must be a Secret name: lowercase letters, digits, '-' and '.'` |
+//! | AgentSession | `spec.github` | CEL | `credentialName and secretRef are mutually exclusive: name a GitHubCredential of the platform or a Secret of this namespace` |
+//! | AgentSession | `spec.github.credentialName` | CEL | `credentialName must be a GitHubCredential name: lowercase letters, digits, '-' and '.'` |
+//! | AgentSession | `spec.github.permissions` | CEL | `permissions must name at least one permission: an empty set would mint a token with every permission the GitHub App has` |
 //! | AgentSession | `spec.completion.idleFor` | CEL | `must be a positive duration such as 90s, 30m or 24h` |
 //! | AgentSession | `spec.lifetime.maxDuration` | CEL | `must be a positive duration such as 90s, 30m or 24h` |
 //! | AgentSession | `spec.lifetime.idleTimeout` | CEL | `must be a positive duration such as 90s, 30m or 24h` |
@@ -58,6 +62,8 @@
 //! | GitHubTask | `spec` | CEL | `exactly one action must be set: createIssue, createPullRequest, approveAndMerge or comment` |
 //! | GitHubTask | `spec.repository` | CEL | `repository must be "owner/repo" or "repo"` |
 //! | GitHubTask | `spec.github.secretRef.name` | CEL | `secretRef.name must be a Secret name: lowercase letters, digits, '-' and '.'` |
+//! | GitHubTask | `spec.github` | CEL | `credentialName and secretRef are mutually exclusive: name a GitHubCredential of the platform or a Secret of this namespace` |
+//! | GitHubTask | `spec.github.credentialName` | CEL | `credentialName must be a GitHubCredential name: lowercase letters, digits, '-' and '.'` |
 //! | GitHubTask | `spec.createIssue.title` | CEL | `title must not be blank` |
 //! | GitHubTask | `spec.createIssue.triggerComment` | CEL | `triggerComment must not be empty when set` |
 //! | GitHubTask | `spec.createPullRequest` | CEL | `head and fromSession are mutually exclusive: fromSession uses the session's work branch as head` |
@@ -77,6 +83,12 @@
 //! | GitHubTask | `spec.comment.issue` | required, >= 1 | `Required value` / `spec.comment.issue in body should be greater than or equal to 1` |
 //! | GitHubTask | `spec.comment.body` | required, >= 1 char | `Required value` / `spec.comment.body in body should be at least 1 chars long` |
 //! | GitHubTask | `spec.retry.maxAttempts` | 1..=100 | `spec.retry.maxAttempts in body should be greater than or equal to 1` / `... less than or equal to 100` |
+//! | GitHubCredential | `spec.repositories` | CEL | `each repository must be "owner/repo" or "owner/*"` |
+//! | GitHubCredential | `spec.actions` | CEL | `actions must not repeat an action` |
+//! | GitHubCredential | `spec.secretRef.namespace` | CEL | `secretRef.namespace must be a namespace name: lowercase letters, digits and '-'` |
+//! | GitHubCredential | `spec.secretRef.name` | CEL | `secretRef.name must be a Secret name: lowercase letters, digits, '-' and '.'` |
+//! | GitHubCredential | `spec.repositories` | at most 256, at least 1 | `spec.repositories in body should have at least 1 items` / `Too many: <n>: must have at most 256 items` |
+//! | GitHubCredential | `spec.namespaceSelector` | required | `Required value` |
 //!
 //! Every other string has a `maxLength` (`Too long: may not be more than <n> bytes`) and every
 //! list a `maxItems`, which also bounds the cost of the CEL rules.
@@ -89,6 +101,7 @@ mod agent_session;
 mod common;
 pub mod conditions;
 mod duration;
+mod github_credential;
 mod github_task;
 mod schema;
 pub mod validation;
@@ -96,13 +109,18 @@ pub mod validation;
 pub use agent_session::*;
 pub use common::*;
 pub use duration::*;
+pub use github_credential::*;
 pub use github_task::*;
 pub use validation::{InvalidSpec, Violation};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// Both CRDs, AgentSession first.
+/// Every CRD: AgentSession, GitHubTask, GitHubCredential.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AgentSession::crd(), GitHubTask::crd()]
+    vec![
+        AgentSession::crd(),
+        GitHubTask::crd(),
+        GitHubCredential::crd(),
+    ]
 }

@@ -53,6 +53,36 @@ fn document_default(property: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// A LabelSelector's schema with every list bounded (keeps CEL cost estimates and object
+/// sizes finite): at most 32 expressions of at most 64 values.
+pub(crate) fn bounded_label_selector(generator: &mut schemars::SchemaGenerator) -> Schema {
+    let mut schema =
+        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>();
+    // The generator may hand out a reference; inline it so the bounds apply here only.
+    if let Some(Value::String(reference)) = schema.as_object().and_then(|o| o.get("$ref")).cloned()
+    {
+        let name = reference.rsplit('/').next().unwrap_or_default().to_string();
+        if let Some(def) = generator.definitions().get(&name) {
+            schema = Schema::try_from(def.clone()).unwrap_or(schema);
+        }
+    }
+    if let Some(Value::Object(expressions)) = schema
+        .as_object_mut()
+        .and_then(|o| o.get_mut("properties"))
+        .and_then(|p| p.get_mut("matchExpressions"))
+    {
+        expressions.insert("maxItems".into(), Value::from(32));
+        if let Some(Value::Object(values)) = expressions
+            .get_mut("items")
+            .and_then(|i| i.get_mut("properties"))
+            .and_then(|p| p.get_mut("values"))
+        {
+            values.insert("maxItems".into(), Value::from(64));
+        }
+    }
+    schema
+}
+
 fn reflow(description: Option<&mut Value>) {
     if let Some(Value::String(text)) = description {
         *text = text

@@ -118,6 +118,33 @@ pub const TASK_NAME_MESSAGE: &str =
 
 /// `GitHubTask.spec.approveAndMerge`.
 pub const PULL_REQUEST_XOR_FROM_TASK_RULE: &str = "!(has(self.pullRequest) && has(self.fromTask))";
+/// `GitHubCredential.spec.repositories`: each "owner/repo" or "owner/*".
+pub const REPOSITORY_PATTERNS_RULE: &str = "self.all(p, p.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?/([A-Za-z0-9._-]{1,100}|[*])$'))";
+/// Message of [`REPOSITORY_PATTERNS_RULE`].
+pub const REPOSITORY_PATTERNS_MESSAGE: &str =
+    "each repository must be \"owner/repo\" or \"owner/*\"";
+/// `GitHubCredential.spec.actions`: no action twice.
+pub const DISTINCT_ACTIONS_RULE: &str = "self.all(a, self.exists_one(b, b == a))";
+/// Message of [`DISTINCT_ACTIONS_RULE`].
+pub const DISTINCT_ACTIONS_MESSAGE: &str = "actions must not repeat an action";
+/// A namespace name (a DNS label).
+pub const NAMESPACE_NAME_RULE: &str = "self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')";
+/// Message of [`NAMESPACE_NAME_RULE`] on `secretRef.namespace`.
+pub const SECRET_NAMESPACE_MESSAGE: &str =
+    "secretRef.namespace must be a namespace name: lowercase letters, digits and '-'";
+/// Message of [`OBJECT_NAME_RULE`] on `github.credentialName`.
+pub const CREDENTIAL_NAME_MESSAGE: &str =
+    "credentialName must be a GitHubCredential name: lowercase letters, digits, '-' and '.'";
+/// `github`: a credential or a Secret, not both.
+pub const CREDENTIAL_XOR_SECRET_RULE: &str = "!(has(self.credentialName) && has(self.secretRef))";
+/// Message of [`CREDENTIAL_XOR_SECRET_RULE`].
+pub const CREDENTIAL_XOR_SECRET_MESSAGE: &str = "credentialName and secretRef are mutually exclusive: name a GitHubCredential of the platform or a Secret of this namespace";
+/// `github.permissions` of a session: never empty (GitHub would mint a token with every
+/// permission the App has).
+pub const PERMISSIONS_NOT_EMPTY_RULE: &str = "self.size() > 0";
+/// Message of [`PERMISSIONS_NOT_EMPTY_RULE`].
+pub const PERMISSIONS_NOT_EMPTY_MESSAGE: &str = "permissions must name at least one permission: an empty set would mint a token with every permission the GitHub App has";
+
 /// Message of [`PULL_REQUEST_XOR_FROM_TASK_RULE`].
 pub const PULL_REQUEST_XOR_FROM_TASK_MESSAGE: &str = "pullRequest and fromTask are mutually exclusive: fromTask merges the pull request that task opened";
 

@@ -38,6 +38,13 @@ fn crd_named<'a>(
 /// `{}` into map values.
 fn at<'a>(schema: &'a Value, path: &str) -> Option<&'a Value> {
     let mut node = schema;
+    // A filter such as `[?(@.type=="Ready")]` selects items, like `[*]`.
+    let path = match (path.find("[?("), path.find(")]")) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}[*]{}", &path[..start], &path[end + 2..])
+        }
+        _ => path.to_string(),
+    };
     for segment in path.split('.') {
         let (name, items) = match segment.strip_suffix("[*]") {
             Some(name) => (name, true),
@@ -105,6 +112,9 @@ fn both_crds_are_namespaced_with_short_names_category_and_status() -> TestResult
                    "version": "v1alpha1", "served": true, "storage": true, "status": true}),
             json!({"name": "githubtasks.ccplant.io", "group": "ccplant.io", "kind": "GitHubTask",
                    "scope": "Namespaced", "shortNames": ["ght"], "categories": ["ccplant"],
+                   "version": "v1alpha1", "served": true, "storage": true, "status": true}),
+            json!({"name": "githubcredentials.ccplant.io", "group": "ccplant.io", "kind": "GitHubCredential",
+                   "scope": "Cluster", "shortNames": ["ghc"], "categories": ["ccplant"],
                    "version": "v1alpha1", "served": true, "storage": true, "status": true}),
         ]
     );
@@ -213,6 +223,11 @@ fn printer_columns_point_at_fields_in_the_schema() -> TestResult {
             "GitHubTask/Phase=.status.phase",
             "GitHubTask/Result=.status.result.url",
             "GitHubTask/Age=.metadata.creationTimestamp",
+            "GitHubCredential/Default=.spec.default",
+            "GitHubCredential/Ready=.status.conditions[?(@.type==\"Ready\")].status",
+            "GitHubCredential/Identity=.status.identity.login",
+            "GitHubCredential/Rate Limit=.status.rateLimitRemaining",
+            "GitHubCredential/Age=.metadata.creationTimestamp",
         ]
     );
     let endpoint = crds

@@ -113,6 +113,11 @@ where
     K: Clone + Debug + DeserializeOwned,
     S: Serialize,
 {
+    if !ctx.leadership.may_write() {
+        // A replica that lost its lease (or was frozen past its renew deadline) writes no
+        // status: the new leader's would be overwritten. A conflict: the caller steps back.
+        return Err(not_leader());
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -132,4 +137,15 @@ where
         .await?;
     ctx.record_write(obj, &updated);
     Ok(updated)
+}
+
+/// The error of a write refused because this replica no longer leads (a 409: callers treat it as
+/// a conflict and step back).
+pub fn not_leader() -> kube::Error {
+    let mut status = kube::core::Status::failure(
+        "not written: this replica is no longer the leader",
+        "NotLeader",
+    );
+    status.code = 409;
+    kube::Error::Api(status.boxed())
 }

@@ -26,11 +26,6 @@ pub struct RunArgs {
     )]
     pub github_api_url: String,
 
-    /// Secret (in the operator's namespace, or "namespace/name") holding the GitHub credentials
-    /// used when an object names none.
-    #[arg(long, env = "CCPLANT_DEFAULT_GITHUB_SECRET")]
-    pub default_github_secret: Option<String>,
-
     /// Owner used when a GitHubTask's repository is a bare "repo".
     #[arg(long, env = "CCPLANT_DEFAULT_GITHUB_OWNER")]
     pub default_github_owner: Option<String>,
@@ -77,7 +72,7 @@ pub struct RunArgs {
     #[arg(long, env = "CCPLANT_GITHUB_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub github_timeout: Duration,
 
-    /// Namespace the operator runs in (default Secret lookups); from the downward API in-cluster.
+    /// Namespace the operator runs in; from the downward API in-cluster.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ccplant-system")]
     pub operator_namespace: String,
 

@@ -68,6 +68,10 @@ pub struct Context {
     /// Whether this replica may reconcile (leader election).
     pub leadership: crate::leader::Leadership,
     pub metrics: Arc<Metrics>,
+    /// The GitHub access policy's caches (GitHubCredentials, Namespace labels).
+    pub policy: crate::policy::PolicyCaches,
+    /// What fills `policy`, until `run` starts it.
+    policy_feeds: Mutex<Option<crate::policy::PolicyFeeds>>,
     /// Tokens the operator issued to sessions (never logged).
     pub session_tokens: crate::agent_session::credentials::SessionTokens,
     /// One task cache (and dependents trigger) per watched scope (`--namespaces`).
@@ -107,7 +111,10 @@ impl Context {
         metrics: Arc<Metrics>,
         config: &crate::config::RunArgs,
     ) -> Arc<Self> {
+        let (policy, feeds) = crate::policy::PolicyCaches::new();
         Arc::new(Self {
+            policy,
+            policy_feeds: Mutex::new(Some(feeds)),
             client,
             recorder,
             github,
@@ -120,6 +127,11 @@ impl Context {
             caches: Mutex::new(Vec::new()),
             superseded: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The feeds of [`Context::policy`] (once).
+    pub fn take_policy_feeds(&self) -> Option<crate::policy::PolicyFeeds> {
+        self.policy_feeds.lock().ok()?.take()
     }
 
     pub fn set_task_store(
@@ -168,6 +180,9 @@ impl Context {
                     of_kind.len()
                 ));
             }
+        }
+        if !self.policy.is_ready() {
+            missing.push("GitHubCredential and Namespace caches not synced".to_string());
         }
         if missing.is_empty() {
             Ok(())
@@ -415,8 +430,9 @@ mod tests {
         let ctx = context();
         assert_eq!(
             ctx.readiness(),
-            Err("AgentSession controller not started; GitHubTask controller not started".into())
+            Err("AgentSession controller not started; GitHubTask controller not started; GitHubCredential and Namespace caches not synced".into())
         );
+        ctx.take_policy_feeds().unwrap().mark_synced();
         let sessions = ctx.register_cache("AgentSession");
         let tasks_a = ctx.register_cache("GitHubTask");
         let tasks_b = ctx.register_cache("GitHubTask");

@@ -1,7 +1,7 @@
 //! GitHub credentials from Secrets the operator is pointed at (it only `get`s them; it never lists
 //! or watches Secrets), and one GitHub client per credential, reused across reconciles.
 
-use ccplant_api::{SecretReference, secret_keys};
+use ccplant_api::secret_keys;
 use ccplant_github::{Credentials, GitHubClient as GitHub, RequestHook, Timeouts};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -20,10 +20,6 @@ pub enum CredentialsError {
         name: String,
         problem: String,
     },
-    #[error(
-        "no GitHub credentials: set spec.github.secretRef or start the operator with --default-github-secret"
-    )]
-    NoSecretConfigured,
     #[error("reading Secret {namespace}/{name}: {source}")]
     Kube {
         namespace: String,
@@ -52,49 +48,6 @@ impl SecretLocation {
 impl std::fmt::Display for SecretLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// Where to read the credentials of an object: its own secretRef (in its namespace) or the
-/// operator's default ("name" in the operator's namespace, or "namespace/name"); `None` when
-/// neither is set.
-pub fn secret_location(
-    secret_ref: Option<&SecretReference>,
-    object_namespace: &str,
-    default_secret: Option<&str>,
-    operator_namespace: &str,
-) -> Option<SecretLocation> {
-    if let Some(r) = secret_ref {
-        return Some(SecretLocation::new(object_namespace, &r.name));
-    }
-    let default = default_secret?;
-    Some(match default.split_once('/') {
-        Some((ns, name)) => SecretLocation::new(ns, name),
-        None => SecretLocation::new(operator_namespace, default),
-    })
-}
-
-/// Where objects that name no Secret get their credentials: the operator's
-/// `--default-github-secret`, in `--operator-namespace` unless it names one.
-#[derive(Clone, Debug, Default)]
-pub struct CredentialDefaults {
-    pub default_github_secret: Option<String>,
-    pub operator_namespace: String,
-}
-
-impl CredentialDefaults {
-    /// Where an object in `namespace` with `secret_ref` gets its credentials.
-    pub fn source(
-        &self,
-        secret_ref: Option<&SecretReference>,
-        namespace: &str,
-    ) -> Option<SecretLocation> {
-        secret_location(
-            secret_ref,
-            namespace,
-            self.default_github_secret.as_deref(),
-            &self.operator_namespace,
-        )
     }
 }
 
@@ -312,23 +265,5 @@ mod tests {
             .unwrap(),
             "key \"app-id\" is not a number"
         );
-    }
-
-    #[test]
-    fn secret_location_prefers_the_objects_ref_then_the_default() {
-        let r = SecretReference::new("mine");
-        assert_eq!(
-            secret_location(Some(&r), "team", Some("d"), "ops"),
-            Some(SecretLocation::new("team", "mine"))
-        );
-        assert_eq!(
-            secret_location(None, "team", Some("d"), "ops"),
-            Some(SecretLocation::new("ops", "d"))
-        );
-        assert_eq!(
-            secret_location(None, "team", Some("x/d"), "ops"),
-            Some(SecretLocation::new("x", "d"))
-        );
-        assert_eq!(secret_location(None, "team", None, "ops"), None);
     }
 }

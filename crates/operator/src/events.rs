@@ -5,6 +5,9 @@
 //! (two events each) held 20 000 events in memory and made every publish walk them. The
 //! controllers here announce only changes of phase or reason, so an event repeats only when the
 //! state really went back and forth, and each announcement is worth its own Event: no cache.
+//!
+//! Every Event the operator publishes is built here, and its note passes the token redactor
+//! (DESIGN §7.3): notes carry agent and GitHub error text.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -99,7 +102,11 @@ impl Recorder {
             event_time: Some(MicroTime(now)),
             action: Some(event.action.clone()),
             reason: Some(event.reason.clone()),
-            note: event.note.as_deref().map(truncate_note),
+            // Redacted before the cut, so a token at the 1 KiB boundary leaves no tail.
+            note: event
+                .note
+                .as_deref()
+                .map(|note| truncate_note(&crate::redact::tokens(note))),
             regarding: Some(regarding.clone()),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
@@ -181,5 +188,37 @@ mod tests {
         let note = a.note.unwrap();
         assert!(note.len() <= 1024 && note.len() >= 1022, "{}", note.len());
         assert!(note.chars().all(|c| c == 'é'));
+    }
+
+    #[tokio::test]
+    async fn notes_are_redacted_before_they_are_cut() {
+        let r = recorder();
+        let regarding = ObjectReference {
+            name: Some("t".into()),
+            namespace: Some("team".into()),
+            ..Default::default()
+        };
+        let token = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        // The token straddles the 1 KiB cut: cut first, its first 30 characters would stay.
+        let note = format!("{}{token} end", "x".repeat(MAX_NOTE_BYTES - 30));
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "GitHubError".into(),
+            note: Some(note),
+            action: "Failed".into(),
+        };
+        let built = r.build(&event, &regarding, k8s_openapi::jiff::Timestamp::now());
+        let note = built.note.unwrap();
+        assert_eq!(
+            note,
+            format!("{}ghp_[REDACTED] end", "x".repeat(MAX_NOTE_BYTES - 30))
+        );
+        assert!(!note.contains(&token[4..14]));
+        let plain = Event {
+            note: Some("the agent is busy".into()),
+            ..event
+        };
+        let built = r.build(&plain, &regarding, k8s_openapi::jiff::Timestamp::now());
+        assert_eq!(built.note.as_deref(), Some("the agent is busy"));
     }
 }

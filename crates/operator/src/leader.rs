@@ -21,6 +21,9 @@ pub struct Leadership {
     leading: Arc<AtomicBool>,
     changes: watch::Sender<bool>,
     elects: bool,
+    /// Until when the lease is ours by our own clock: the last successful acquire or renew
+    /// (counted from when it was sent) plus the renew deadline.
+    valid_until: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Leadership {
@@ -40,12 +43,39 @@ impl Leadership {
             leading: Arc::new(AtomicBool::new(leading)),
             changes,
             elects,
+            valid_until: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
     /// True while this process holds the lease (or does not elect).
     pub fn is_leader(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write to the outside world (GitHub) may go out now: this process leads and
+    /// its last renewal is younger than the renew deadline, judged by the clock at the moment
+    /// of asking — not by the flag alone, which a process that was frozen (SIGSTOP, a long GC
+    /// pause of the node) still shows until its elector runs again. A standby cannot have
+    /// taken the lease before then: it waits a whole lease duration (longer than the renew
+    /// deadline) after the last renewal it saw.
+    pub fn may_write(&self) -> bool {
+        if !self.elects {
+            return self.is_leader();
+        }
+        let until = *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.is_leader() && until.is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// Notes a successful acquire or renew sent at `sent`.
+    pub(crate) fn renewed(&self, sent: Instant, renew_deadline: Duration) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((sent + renew_deadline).into_std());
     }
 
     /// Yields each time this process becomes the leader (at once if it already leads); never
@@ -292,6 +322,7 @@ impl Elector {
                             match self.try_acquire(&mut observed).await? {
                                 Some(lease) => {
                                     info!(lease = %self.lease_ref(), identity = %cfg.identity, "acquired the lease: leading");
+                                    self.leadership.renewed(sent, cfg.renew_deadline);
                                     self.leadership.set(true);
                                     self.metrics.set_leader(true);
                                     self.metrics.lease_renewed();
@@ -312,6 +343,7 @@ impl Elector {
                             let sent = Instant::now();
                             match tokio::time::timeout_at(deadline, self.renew(&lease)).await {
                                 Ok(Ok(Some(renewed))) => {
+                                    self.leadership.renewed(sent, cfg.renew_deadline);
                                     self.metrics.lease_renewed();
                                     role = Role::Leading { lease: Box::new(renewed), renewed_at: sent };
                                     next_attempt = sent + cfg.retry_period;

@@ -14,6 +14,8 @@ pub mod invalid;
 pub mod leader;
 pub mod memory;
 pub mod metrics;
+pub mod policy;
+pub mod redact;
 pub mod run;
 pub mod shutdown;
 pub mod telemetry;

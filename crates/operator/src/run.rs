@@ -6,14 +6,14 @@ use crate::agent_session::decide::SessionConfig;
 use crate::config::RunArgs;
 use crate::context::Context;
 use crate::context::primary_watch;
-use crate::credentials::{CredentialDefaults, GitHubClients};
+use crate::credentials::GitHubClients;
 use crate::events::Recorder;
 use crate::github_task::TaskObject;
 use crate::github_task::decide::TaskConfig;
 use crate::leader::{Elector, Leadership, LeaseConfig, default_identity};
 use crate::metrics::Metrics;
 use anyhow::{Context as _, Result, bail};
-use ccplant_api::{AgentSession, GitHubTask};
+use ccplant_api::{AgentSession, GitHubCredential, GitHubTask};
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
@@ -53,6 +53,26 @@ where
     }
 }
 
+/// Fails clearly when the cluster-scoped CRD of `K` is not installed.
+async fn require_cluster_crd<K>(client: &Client) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::all(client.clone());
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => bail!(
+            "the CustomResourceDefinition {}.{} is not installed: run `kubectl apply -f crds/` first",
+            K::plural(&()),
+            K::group(&())
+        ),
+        Err(e) => Err(e).context(format!("checking for {}", K::plural(&()))),
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<()> {
     crate::shutdown::listen();
     let identity = args.identity.clone().unwrap_or_else(default_identity);
@@ -72,6 +92,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let probe_ns = args.namespaces.first().map(String::as_str);
     require_crd::<GitHubTask>(&client, probe_ns).await?;
     require_crd::<AgentSession>(&client, probe_ns).await?;
+    require_cluster_crd::<GitHubCredential>(&client).await?;
 
     let metrics = Metrics::new();
     let leadership = if args.leader_elect {
@@ -109,10 +130,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }));
 
     info!(%identity, leader_elect = args.leader_elect, namespaces = ?args.namespaces, github_api_url = %args.github_api_url, "starting controllers");
-    let credentials = CredentialDefaults {
-        default_github_secret: args.default_github_secret.clone(),
-        operator_namespace: args.operator_namespace.clone(),
-    };
     let session_config = SessionConfig {
         build: crate::agent_session::build::BuildConfig {
             default_agent_image: args.default_agent_image.clone(),
@@ -122,11 +139,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             github_host: args.clone_host(),
         },
         max_session_duration: args.max_session_duration,
-        credentials: credentials.clone(),
     };
     let task_config = TaskConfig {
         default_github_owner: args.default_github_owner.clone(),
-        credentials,
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
@@ -136,7 +151,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Shared by every scope, so `--agent-concurrency` bounds the process.
     let agents = AgentPool::new(usize::from(args.agent_concurrency));
     // Every controller drains its in-flight reconciles on SIGTERM/SIGINT, then returns.
-    let mut controllers = Vec::new();
+    // The policy's caches (every replica keeps them warm) and the credentials' status.
+    let feeds = ctx
+        .take_policy_feeds()
+        .context("the policy caches are fed once")?;
+    let (credentials, namespaces) = feeds.start(client.clone());
+    let policy_feeds = tokio::spawn(namespaces);
+    // The GitHubCredential status controller consumes this watch (next commit).
+    let mut controllers = vec![tokio::spawn(
+        credentials.for_each(|_| futures::future::ready(())),
+    )];
     for scope in scopes {
         // One AgentSession watch per scope serves both controllers: the session controller
         // reconciles from it, the task controller hears of the sessions it waits for.
@@ -202,6 +226,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         drained.await;
     }
+    policy_feeds.abort();
     let _ = http_stop.send(());
     let _ = server.await;
     info!("stopped");

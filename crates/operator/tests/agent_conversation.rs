@@ -736,3 +736,157 @@ async fn agent_concurrency_bounds_the_agent_calls_of_every_namespace_scope_toget
         })
         .await;
 }
+
+/// Token-shaped strings (DESIGN §7.3): an agent answer quoting a token, and an agent error
+/// body quoting one. 36 characters after the prefix, like GitHub's.
+const AGENT_TOKEN: &str = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8";
+/// Placed across the 500-character cut of `lastAgentMessage`.
+const CUT_TOKEN: &str = "gho_Zq9Wx8Ve7Ut6Sr5Qp4On3Ml2Kj1Ih0Gf9Ed8";
+const ERROR_TOKEN: &str = "ghs_Mm3Nn4Oo5Pp6Qq7Rr8Ss9Tt0Uu1Vv2Ww3Xx4";
+
+/// The pieces of the tokens that must never be stored or logged: each body, and what a cut at
+/// 500 characters before redaction would have left of [`CUT_TOKEN`] (its prefix and 6 more).
+fn token_leaks(text: &str) -> Vec<&'static str> {
+    [
+        &AGENT_TOKEN[4..],
+        &CUT_TOKEN[4..],
+        &CUT_TOKEN[4..10],
+        &ERROR_TOKEN[4..],
+    ]
+    .into_iter()
+    .filter(|piece| text.contains(piece))
+    .collect()
+}
+
+/// Every Event of the namespace, both APIs, as JSON.
+async fn events_json(ns: &TestNamespace) -> (usize, String) {
+    let lp = kube::api::ListParams::default();
+    let core = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let new = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let json = format!(
+        "{}\n{}",
+        serde_json::to_string(&core).unwrap(),
+        serde_json::to_string(&new).unwrap()
+    );
+    (core.len() + new.len(), json)
+}
+
+#[tokio::test]
+async fn token_shaped_strings_from_the_agent_never_reach_status_events_or_logs() {
+    install_crds_into(env());
+    env()
+        .with_namespace("conv-redact", |ns| async move {
+            for t in [AGENT_TOKEN, CUT_TOKEN, ERROR_TOKEN] {
+                assert_eq!(t.len(), 40, "{t}");
+            }
+            // The agent's last message (no prompt: its greeting stays the last one): a token
+            // early, and one starting at character 490, across the 500-character cut.
+            let head = format!("here: {AGENT_TOKEN} ");
+            let greeting = format!(
+                "{head}{}{CUT_TOKEN} and the rest",
+                "x".repeat(490 - head.len())
+            );
+            assert_eq!(greeting.find(CUT_TOKEN), Some(490));
+            let script = Script {
+                greeting,
+                boot: Duration::ZERO,
+                chatter_per_sec: 0,
+                refusal: format!("bad credentials: {ERROR_TOKEN}"),
+                ..Script::default()
+            };
+            let agents = host(&ns, script.clone()).await;
+            let fake = fake_with_repo().await;
+            let op = start_operator(&ns, &fake.url());
+            create_session(&ns, &session("r", json!({"agent": {"image": IMAGE}}))).await;
+            let agent = agents.wait_agent("r", T).await.unwrap();
+            let s = wait_session(&ns, "r", "the agent's message in status", T, |s| {
+                let a = agent_status(s);
+                a.state == Some(AgentState::Idle) && a.last_agent_message.is_some()
+            })
+            .await;
+            let message = agent_status(&s).last_agent_message.unwrap();
+            assert_eq!(
+                message,
+                format!(
+                    "here: ghp_[REDACTED] {}gho_[REDACTED] and the rest",
+                    "x".repeat(490 - head.len())
+                ),
+                "redacted, then cut (the redacted text is shorter than 500 characters)"
+            );
+
+            // The agent now refuses every request, quoting a token: the error lands in the
+            // AgentReachable condition and in the operator's log.
+            agent.set_script(Script {
+                mode: Mode::Refuse(503),
+                ..script
+            });
+            let s = wait_session(&ns, "r", "AgentReachable False quoting the agent", T, |s| {
+                condition(s, "AgentReachable").is_some_and(|(status, _, message)| {
+                    status == "False" && message.contains("ghs_[REDACTED]")
+                })
+            })
+            .await;
+            let (_, reason, message) = condition(&s, "AgentReachable").unwrap();
+            assert_eq!(reason, "HTTPError", "{message}");
+            assert!(
+                message.ends_with("HTTP 503: bad credentials: ghs_[REDACTED]"),
+                "{message}"
+            );
+
+            let status = serde_json::to_string(&s.status).unwrap();
+            assert!(status.contains("ghp_[REDACTED]"), "{status}");
+            assert_eq!(
+                token_leaks(&status),
+                Vec::<&str>::new(),
+                "AgentSession status: {status}"
+            );
+
+            // The log line that quotes the agent's error (so the text did reach the log), then
+            // the whole log.
+            let deadline = Instant::now() + T;
+            let (log, line) = loop {
+                let log = strip_ansi(&op.log_text());
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("agent not reachable") && l.contains("bad credentials: "))
+                    .map(str::to_owned);
+                if let Some(line) = line {
+                    break (log, line);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no \"agent not reachable\" line quoting the agent:\n{log}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert!(line.contains("bad credentials: ghs_[REDACTED]"), "{line}");
+            assert_eq!(
+                token_leaks(&log),
+                Vec::<&str>::new(),
+                "operator log:\n{log}"
+            );
+
+            // Events: the operator published some for the session (its phases); none carries a
+            // token. (Their notes hold no agent text in this scenario: the redaction of notes
+            // themselves is unit-tested in events.rs.)
+            let (count, events) = events_json(&ns).await;
+            assert!(
+                events.contains("\"r\""),
+                "no Event about the session: {events}"
+            );
+            assert!(count > 0);
+            assert_eq!(token_leaks(&events), Vec::<&str>::new(), "Events: {events}");
+            agents.stop().await;
+        })
+        .await;
+}

@@ -163,7 +163,10 @@ fn expected(entries: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
 /// `ccplant.watchRules` for where each comes from).
 fn watch_rules() -> BTreeMap<String, BTreeSet<String>> {
     expected(&[
-        ("ccplant.io/agentsessions", &["list", "watch", "delete"]),
+        (
+            "ccplant.io/agentsessions",
+            &["list", "watch", "patch", "delete"],
+        ),
         ("ccplant.io/githubtasks", &["list", "watch"]),
         ("ccplant.io/agentsessions/status", &["patch"]),
         ("ccplant.io/githubtasks/status", &["patch"]),
@@ -180,6 +183,15 @@ fn watch_rules() -> BTreeMap<String, BTreeSet<String>> {
         ),
         ("/secrets", &["get", "create", "patch", "delete"]),
         ("events.k8s.io/events", &["create", "patch"]),
+    ])
+}
+
+/// The GitHub access policy's cluster-wide reads, whatever the watched namespaces.
+fn policy_rules() -> BTreeMap<String, BTreeSet<String>> {
+    expected(&[
+        ("ccplant.io/githubcredentials", &["list", "watch"]),
+        ("ccplant.io/githubcredentials/status", &["patch"]),
+        ("/namespaces", &["list", "watch"]),
     ])
 }
 
@@ -253,7 +265,10 @@ fn helm_lint_strict_is_clean_with_defaults_and_with_every_option() {
             "prometheusRule.enabled=true",
             "watchNamespaces={a,b}",
             "replicaCount=1",
-            "config.defaultGithubSecret=github-token",
+            "githubCredentials[0].name=platform",
+            "githubCredentials[0].secretRef.name=github-app",
+            "githubCredentials[0].namespaceSelector.matchLabels.team=a",
+            "githubCredentials[0].repositories[0]=acme/*",
         ][..],
     ] {
         let out = Command::new(helm_bin())
@@ -327,6 +342,9 @@ fn default_render_is_a_two_replica_leader_elected_least_privilege_operator() {
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "ccplant", "namespace": NAMESPACE}])
     );
+    let policy = find(&docs, "ClusterRole", None, "ccplant-policy");
+    assert_eq!(rule_map(policy), policy_rules());
+    find(&docs, "ClusterRoleBinding", None, "ccplant-policy");
     // Leases only in the release namespace, by name except for create.
     let leases = find(&docs, "Role", Some(NAMESPACE), "ccplant-leader-election");
     assert_eq!(rule_map(leases), lease_rules("ccplant-operator"));
@@ -465,7 +483,12 @@ fn every_option_renders_namespaced_rbac_monitoring_and_no_pdb_for_one_replica() 
         "prometheusRule.enabled=true",
         "watchNamespaces={a,b}",
         "replicaCount=1",
-        "config.defaultGithubSecret=github-token",
+        "githubCredentials[0].name=platform",
+        "githubCredentials[0].secretRef.name=github-app",
+        "githubCredentials[0].default=true",
+        "githubCredentials[0].namespaceSelector.matchLabels.team=a",
+        "githubCredentials[0].repositories[0]=acme/*",
+        "githubCredentials[0].actions={CreateIssue,ApproveAndMerge}",
         "config.defaultAgentImage=ghcr.io/acme/agent:1",
         "image.tag=9.9.9",
         "imagePullSecrets[0].name=regcred",
@@ -474,10 +497,30 @@ fn every_option_renders_namespaced_rbac_monitoring_and_no_pdb_for_one_replica() 
         "podAnnotations.team=platform",
     ]);
     let k = kinds(&docs);
-    for absent in ["ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget"] {
-        assert!(!k.contains(absent), "{absent} rendered: {k:?}");
-    }
+    assert!(!k.contains("PodDisruptionBudget"), "{k:?}");
+    // Cluster-wide: only the policy's reads (GitHubCredentials, Namespaces).
+    let cluster_roles: Vec<&str> = all_of(&docs, "ClusterRole")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cluster_roles, ["ccplant-policy"]);
+    assert_eq!(
+        rule_map(find(&docs, "ClusterRole", None, "ccplant-policy")),
+        policy_rules()
+    );
     assert_least_privilege(&docs);
+    // The GitHubCredential the values describe, its Secret in the release namespace.
+    let credential = find(&docs, "GitHubCredential", None, "platform");
+    assert_eq!(
+        credential["spec"],
+        json!({
+            "secretRef": {"namespace": NAMESPACE, "name": "github-app"},
+            "namespaceSelector": {"matchLabels": {"team": "a"}},
+            "default": true,
+            "repositories": ["acme/*"],
+            "actions": ["CreateIssue", "ApproveAndMerge"],
+        })
+    );
 
     // A Role and RoleBinding in each watched namespace, nothing cluster-wide.
     for ns in ["a", "b"] {
@@ -490,22 +533,14 @@ fn every_option_renders_namespaced_rbac_monitoring_and_no_pdb_for_one_replica() 
             json!([{"kind": "ServiceAccount", "name": "ccplant", "namespace": NAMESPACE}])
         );
     }
-    // The default Secret lives in the release namespace, which is not watched: `get` on it alone.
-    let secret_role = find(
-        &docs,
-        "Role",
-        Some(NAMESPACE),
-        "ccplant-default-github-secret",
-    );
-    assert_eq!(
-        rule_map(secret_role),
-        expected(&[("/secrets:github-token", &["get"])])
-    );
+    // Credential Secrets live in the release namespace, which is not watched: `get` there.
+    let secret_role = find(&docs, "Role", Some(NAMESPACE), "ccplant-credential-secrets");
+    assert_eq!(rule_map(secret_role), expected(&[("/secrets", &["get"])]));
     find(
         &docs,
         "RoleBinding",
         Some(NAMESPACE),
-        "ccplant-default-github-secret",
+        "ccplant-credential-secrets",
     );
     // Leader election stays on by default, also with one replica.
     let leases = find(&docs, "Role", Some(NAMESPACE), "ccplant-leader-election");
@@ -527,7 +562,6 @@ fn every_option_renders_namespaced_rbac_monitoring_and_no_pdb_for_one_replica() 
     let a = args(deployment);
     for wanted in [
         "--namespaces=a,b",
-        "--default-github-secret=github-token",
         "--default-agent-image=ghcr.io/acme/agent:1",
         "--leader-elect=true",
     ] {

@@ -480,3 +480,100 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_its_lease_can_pass() {
         })
         .await;
 }
+
+/// DESIGN §3.3 with GitHub: a leader frozen (SIGSTOP) right after it recorded an attempt — its
+/// GitHub read still in flight — loses the lease to the standby, which finishes the task; when
+/// the old leader runs again its read returns and it goes on to write, but every GitHub write
+/// re-checks the lease by its own deadline first: one review, one merge.
+#[tokio::test]
+async fn a_leader_frozen_after_its_attempt_record_never_writes_to_github() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("lead-sigstop", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            fake.push_commit("octo", "hello", "feature", "Add the feature", Utc::now());
+            fake.add_token("ghp_alice", "alice");
+            let pr = open_pull_as(&fake, "ghp_alice", "feature", "Feature").await;
+            fake.clear_requests();
+            // The first read of the pull request is slow: the leader is frozen while it waits.
+            fake.inject(
+                ccplant_testenv::fake_github::Fault::new(
+                    ccplant_testenv::fake_github::FaultKind::Latency(Duration::from_secs(3)),
+                )
+                .method("GET")
+                .path_contains(&format!("/pulls/{}", pr.number)),
+            );
+            let replica_on = |id: &str| {
+                Operator::named(
+                    &ns.name,
+                    &format!("-{id}"),
+                    &fake.url(),
+                    &[
+                        "--leader-elect=true",
+                        "--lease-namespace",
+                        &ns.name,
+                        "--lease-name",
+                        LEASE,
+                        "--identity",
+                        &identity(&ns, id),
+                        // Longer than the freeze: the read answers, it is not a timeout.
+                        "--github-timeout",
+                        "120s",
+                    ],
+                )
+            };
+            let mut a = replica_on("a");
+            a.start();
+            wait_holder(&ns, &identity(&ns, "a"), Duration::from_secs(20)).await;
+            let mut b = replica_on("b");
+            b.start();
+            wait_ready(&b).await;
+            create(
+                &ns,
+                &task("merge", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "approveAndMerge": {"pullRequest": pr.number}})),
+            )
+            .await;
+            wait_for(&ns.api::<ccplant_api::GitHubTask>(), "merge", Duration::from_secs(30), "attempt recorded", |t: &ccplant_api::GitHubTask| {
+                t.status.as_ref().is_some_and(|s| s.attempts >= 1)
+            })
+            .await;
+            let pid = a.pid().unwrap();
+            signal(pid, "STOP");
+            let frozen = Instant::now();
+            wait_holder(&ns, &identity(&ns, "b"), Duration::from_secs(40)).await;
+            let done = wait_phase(&ns, "merge", ccplant_api::GitHubTaskPhase::Succeeded, Duration::from_secs(40)).await;
+            eprintln!("standby finished the task {:.1}s after the freeze", frozen.elapsed().as_secs_f64());
+            signal(pid, "CONT");
+            // The old leader resumes: its read returns, and it would approve and merge now.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let writes: Vec<String> = fake
+                .requests()
+                .into_iter()
+                .filter(|r| r.method != "GET" && r.path.starts_with("/repos/"))
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect();
+            assert_eq!(
+                writes,
+                [
+                    format!("POST /repos/octo/hello/pulls/{}/reviews", pr.number),
+                    format!("PUT /repos/octo/hello/pulls/{}/merge", pr.number),
+                ],
+                "one effect; old leader's log:\n{}",
+                a.log_text()
+            );
+            assert_eq!(fake.reviews("octo", "hello", pr.number).len(), 1);
+            assert!(done.status.unwrap().result.unwrap().merged == Some(true));
+            // Which runs first after SIGCONT — the read's continuation (refused by the write
+            // check) or the elector's fail-stop — is up to the scheduler; either way nothing
+            // reaches GitHub. The log says which happened.
+            let log = strip_ansi(&a.log_text());
+            eprintln!(
+                "old leader after SIGCONT: write refused={}, fail-stop={}",
+                log.contains("no longer the leader"),
+                log.contains("stopping at once")
+            );
+            assert!(a.wait_exit(Duration::from_secs(10)).await.is_some(), "the old leader stopped (fail-stop)");
+        })
+        .await;
+}

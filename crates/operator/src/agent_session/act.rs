@@ -53,8 +53,21 @@ pub async fn act(
                 source,
             })?;
     }
+    let mut token_gone = true;
     if let Some(request) = &plan.revoke {
-        credentials::revoke(ctx, session, request)
+        token_gone = credentials::revoke(ctx, session, request)
+            .await
+            .map_err(Error::Credentials)?;
+    }
+    if plan.remove_finalizer {
+        if !token_gone {
+            // The finalizer holds the session until GitHub confirms: retried with backoff.
+            return Err(Error::Credentials(SessionCredentialsError::Revoke(
+                "GitHub did not confirm the revocation; retrying before the finalizer is removed"
+                    .into(),
+            )));
+        }
+        credentials::set_finalizer(ctx, session, false)
             .await
             .map_err(Error::Credentials)?;
     }
@@ -107,7 +120,17 @@ async fn first_step(
         }
         First::Token(Issue::Store(issued)) => store(sctx, session, issued.clone()).await,
         First::Token(Issue::Mint(request)) => match credentials::mint(ctx, request, now).await {
-            Ok(issued) => store(sctx, session, issued).await,
+            Ok(issued) => {
+                let learned = store(sctx, session, issued).await?;
+                // The new token is in the Secret: the one it replaced goes (once; a failure is
+                // logged, that token expiring within the hour).
+                if let Some(old) = &request.replaces
+                    && let Err(error) = credentials::revoke_token(ctx, &request.source, old).await
+                {
+                    warn!(%error, "revoking the replaced installation token failed");
+                }
+                Ok(learned)
+            }
             Err(e) => {
                 let retryable = match &e {
                     SessionCredentialsError::Mint { source, .. } => source.is_retryable(),
@@ -119,6 +142,12 @@ async fn first_step(
                 }))
             }
         },
+        First::AddFinalizer => {
+            credentials::set_finalizer(ctx, session, true)
+                .await
+                .map_err(Error::Credentials)?;
+            Ok(Learned::FinalizerAdded)
+        }
         First::StopAgent { end } => {
             let last = sctx
                 .conversations

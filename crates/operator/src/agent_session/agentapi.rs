@@ -402,7 +402,8 @@ fn connect_detail(e: &hyper_util::client::legacy::Error) -> String {
     last
 }
 
-/// `detail` (or `title`) of an RFC 9457 problem body, else the first 200 characters.
+/// `detail` (or `title`) of an RFC 9457 problem body, else the first 200 characters; tokens
+/// redacted before the cut (the text goes into a condition and the logs).
 fn problem_detail(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Problem {
@@ -412,9 +413,12 @@ fn problem_detail(body: &[u8]) -> String {
     if let Ok(p) = serde_json::from_slice::<Problem>(body)
         && let Some(text) = p.detail.or(p.title)
     {
-        return text.chars().take(200).collect();
+        return crate::redact::tokens(&text).chars().take(200).collect();
     }
-    String::from_utf8_lossy(body).chars().take(200).collect()
+    crate::redact::tokens(&String::from_utf8_lossy(body))
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// One server-sent event: its name and data.
@@ -582,5 +586,19 @@ mod tests {
             "agent is busy"
         );
         assert_eq!(problem_detail(b"oops"), "oops");
+    }
+
+    #[test]
+    fn problem_details_are_redacted_before_the_cut() {
+        let token = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let body = format!(r#"{{"detail":"bad credentials {token}"}}"#);
+        assert_eq!(
+            problem_detail(body.as_bytes()),
+            "bad credentials ghp_[REDACTED]"
+        );
+        // The token straddles the 200-character cut.
+        let body = format!("{}{token}", "x".repeat(190));
+        let detail = problem_detail(body.as_bytes());
+        assert_eq!(detail, format!("{}ghp_[REDAC", "x".repeat(190)));
     }
 }

@@ -36,8 +36,8 @@ use tracing::{Instrument, info_span, warn};
 pub type SessionObject = Guarded<AgentSession>;
 
 /// How many times one reconcile may act on a step and decide again: a token, the agent's
-/// stop and a refused child are each learned at most once.
-const MAX_ROUNDS: usize = 4;
+/// stop, a refused child and the finalizer are each learned at most once.
+const MAX_ROUNDS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -279,7 +279,7 @@ impl Live {
         Self {
             base: target.base,
             outbox_len: target.outbox.len(),
-            reachable: seed.reachable.clone(),
+            reachable: redacted_reachability(&seed.reachable),
             reached,
             verified: false,
             status,
@@ -288,7 +288,12 @@ impl Live {
             idle_since: None,
             last_delivery: None,
             last_activity: target.seed.last_activity.unwrap_or(now).min(now),
-            last_agent_message: target.seed.last_agent_message.clone(),
+            // A status written before redaction existed is cleaned on takeover.
+            last_agent_message: target
+                .seed
+                .last_agent_message
+                .as_deref()
+                .map(|m| crate::redact::tokens(m).into_owned()),
             last_agent_id: -1,
             started: now,
         }
@@ -381,7 +386,9 @@ impl Live {
             }
             Role::Agent if m.id >= self.last_agent_id => {
                 self.last_agent_id = m.id;
-                let short = AgentStatus::truncate_agent_message(&m.content);
+                // Redacted before the cut: a token at the 500-character boundary must not
+                // leave a tail too short to be recognised.
+                let short = AgentStatus::truncate_agent_message(&crate::redact::tokens(&m.content));
                 if self.last_agent_message.as_deref() != Some(short.as_str()) {
                     self.last_agent_message = Some(short);
                     if as_it_happens {
@@ -391,6 +398,17 @@ impl Live {
             }
             Role::Agent => {}
         }
+    }
+}
+
+/// `r` with its message redacted (it may quote the agent's answer).
+fn redacted_reachability(r: &Reachability) -> Reachability {
+    match r {
+        Reachability::Unreachable { reason, message } => Reachability::Unreachable {
+            reason: reason.clone(),
+            message: crate::redact::tokens(message).into_owned(),
+        },
+        other => other.clone(),
     }
 }
 
@@ -641,9 +659,10 @@ impl WorkerTask {
     fn unreachable(&mut self, e: &AgentError) {
         {
             let mut live = lock(&self.shared.live);
+            // The error may quote the agent's answer (an HTTP error body).
             live.reachable = Reachability::Unreachable {
                 reason: e.reason().to_string(),
-                message: e.to_string(),
+                message: crate::redact::owned(e.to_string()),
             };
             if live.status.is_some() {
                 self.status_before_break = live.status;
@@ -1070,6 +1089,59 @@ mod tests {
             ..a.clone()
         };
         assert!(c.urgent_change(&a));
+    }
+
+    #[test]
+    fn the_last_agent_message_is_redacted_before_it_is_cut_to_500_characters() {
+        let token = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let t = target(&[], 0);
+        let now = Utc::now();
+        let mut live = Live::new(&t, now);
+        // One token early, one across the cut: cut first, "ghp_AbCdEf" would stay, too short
+        // to be recognised afterwards.
+        let content = format!(
+            "here: {token} {}{token} {}",
+            "x".repeat(443),
+            "y".repeat(99)
+        );
+        assert_eq!(content.rfind(token), Some(490));
+        let m = Message {
+            id: 3,
+            content,
+            role: Role::Agent,
+            time: None,
+        };
+        live.saw_message(&m, &[], true, now);
+        let kept = live.snapshot().last_agent_message.unwrap();
+        assert_eq!(
+            kept,
+            format!(
+                "here: ghp_[REDACTED] {}ghp_[REDACTED] {}",
+                "x".repeat(443),
+                "y".repeat(21)
+            )
+        );
+        assert_eq!(kept.chars().count(), 500);
+        // A seed from a status written before redaction is cleaned too.
+        let mut t = target(&[], 0);
+        t.seed = Seed {
+            last_agent_message: Some(format!("old {token}")),
+            reachable: Reachability::Unreachable {
+                reason: "HTTPError".into(),
+                message: format!("HTTP 401: {token}"),
+            },
+            ..Seed::default()
+        };
+        let live = Live::new(&t, now);
+        let s = live.snapshot();
+        assert_eq!(s.last_agent_message.as_deref(), Some("old ghp_[REDACTED]"));
+        assert_eq!(
+            s.reachable,
+            Reachability::Unreachable {
+                reason: "HTTPError".into(),
+                message: "HTTP 401: ghp_[REDACTED]".into(),
+            }
+        );
     }
 
     #[test]

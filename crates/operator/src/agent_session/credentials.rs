@@ -177,6 +177,14 @@ pub enum SessionCredentialsError {
     Delete(String, #[source] kube::Error),
     #[error(transparent)]
     Build(#[from] super::build::BuildError),
+    #[error("revoking the session's installation token: {0}")]
+    Revoke(String),
+    #[error("updating the finalizer {finalizer}: {source}")]
+    Finalizer {
+        finalizer: &'static str,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Reads the session's own credentials Secret (`None` when absent).
@@ -223,6 +231,9 @@ pub struct MintRequest {
     pub secret: std::sync::Arc<Secret>,
     pub repository: String,
     pub permissions: BTreeMap<String, String>,
+    /// The installation token this one replaces (a refresh): revoked once the new one is in
+    /// the session's Secret.
+    pub replaces: Option<SecretString>,
 }
 
 /// Mints an installation token restricted to the request's repository and permissions.
@@ -263,36 +274,97 @@ pub struct RevokeRequest {
 /// Revokes the session's installation token (if it has one) and deletes the session Secret.
 /// Idempotent. The App's client comes from its Secret, read here when no client is cached: the
 /// one read outside `observe`, made once when a session stops rather than on every reconcile.
-/// A failed revocation is logged, not retried: the token expires within the hour and the Secret
-/// is deleted regardless.
+/// Returns whether the token is gone for sure (revoked, already invalid, or none); a failure
+/// (GitHub unreachable) is logged: the caller decides whether to retry (a deletion does, held by
+/// the finalizer; a stop does not, the token expiring within the hour).
 pub async fn revoke(
     ctx: &Context,
     session: &AgentSession,
     request: &RevokeRequest,
-) -> Result<(), SessionCredentialsError> {
+) -> Result<bool, SessionCredentialsError> {
     let ns = session.namespace().unwrap_or_default();
     let name = SessionNames::for_session(session).credentials_secret;
     ctx.session_tokens
         .forget(&session.uid().unwrap_or_default());
+    let mut gone = true;
     if request.kind == Some(TokenKind::Installation)
         && let (Some(token), Some(app)) = (&request.token, &request.app)
+        && let Err(error) = revoke_token(ctx, app, token).await
     {
-        let revoked = match ctx.github.client(&ctx.client, app).await {
-            Ok(client) => client
-                .revoke_installation_token(token)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = revoked {
-            tracing::warn!(%error, "revoking the installation token failed");
-        }
+        tracing::warn!(%error, "revoking the installation token failed");
+        gone = false;
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     match api.delete(&name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Ok(_) => Ok(gone),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(gone),
         Err(e) => Err(SessionCredentialsError::Delete(format!("{ns}/{name}"), e)),
+    }
+}
+
+/// Revokes one installation token with the App whose Secret is at `app`; a token GitHub no
+/// longer accepts (401) counts as revoked.
+pub async fn revoke_token(
+    ctx: &Context,
+    app: &SecretLocation,
+    token: &SecretString,
+) -> Result<(), String> {
+    let client = ctx
+        .github
+        .client(&ctx.client, app)
+        .await
+        .map_err(|e| e.to_string())?;
+    match client.revoke_installation_token(token).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.status() == Some(401) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Adds (`add`) or removes the finalizer `ccplant.io/revoke-token`: a merge patch fenced on
+/// the session's resourceVersion, so a concurrent change of the finalizers is never overwritten
+/// (409: retried on the next reconcile).
+pub async fn set_finalizer(
+    ctx: &Context,
+    session: &AgentSession,
+    add: bool,
+) -> Result<(), SessionCredentialsError> {
+    use super::decide::REVOKE_FINALIZER;
+    let ns = session.namespace().unwrap_or_default();
+    let api: Api<AgentSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = session.finalizers().to_vec();
+    let mut next: Vec<String> = current
+        .iter()
+        .filter(|f| *f != REVOKE_FINALIZER)
+        .cloned()
+        .collect();
+    if add {
+        next.push(REVOKE_FINALIZER.to_string());
+    }
+    if next == current {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": next, "resourceVersion": session.resource_version()},
+    });
+    match api
+        .patch(
+            &session.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(updated) => {
+            ctx.record_write(session, &updated);
+            Ok(())
+        }
+        // Gone already: nothing holds it.
+        Err(kube::Error::Api(e)) if e.code == 404 && !add => Ok(()),
+        Err(source) => Err(SessionCredentialsError::Finalizer {
+            finalizer: REVOKE_FINALIZER,
+            source,
+        }),
     }
 }
 

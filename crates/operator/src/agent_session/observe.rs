@@ -15,7 +15,8 @@ use super::decide::conversation::End;
 use super::decide::{self, Stage, credentials};
 use super::names::SessionNames;
 use crate::credentials::{CredentialsError, SecretLocation, read_secret};
-use ccplant_api::AgentSession;
+use crate::policy::{Grant, PolicyCaches, Purpose, Refusal};
+use ccplant_api::{AgentSession, GitHubSource};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -34,6 +35,8 @@ pub struct Observed {
     pub ended: Option<End>,
     /// Learned: the apiserver refused a child; its answer.
     pub refused: Option<String>,
+    /// Learned: the finalizer `ccplant.io/revoke-token` was added in this reconcile.
+    pub finalizer_added: bool,
 }
 
 /// The session's children, as their watches last saw them.
@@ -48,9 +51,11 @@ pub struct Children {
 /// The session's credentials as far as they were read.
 #[derive(Clone, Debug, Default)]
 pub struct ObservedCredentials {
-    /// Where they come from (the session's secretRef or the operator's default); `None`: the
-    /// session needs none.
+    /// Where they come from (the session's secretRef or a GitHubCredential); `None`: the
+    /// session uses none (or the policy refuses it).
     pub source: Option<SecretLocation>,
+    /// Why the GitHub access policy refuses the session its credentials.
+    pub refusal: Option<Refusal>,
     /// What this process issued to the session.
     pub issued: Option<Issued>,
     /// The session's own Secret (outer `None`: not read; inner: absent).
@@ -72,6 +77,8 @@ pub struct MintFailure {
 /// The outcome of a step `decide` asked for first.
 #[derive(Debug)]
 pub enum Learned {
+    /// The finalizer `ccplant.io/revoke-token` is on the session now.
+    FinalizerAdded,
     /// A token was issued (stored, adopted or minted) and is remembered.
     Token(Issued),
     MintFailed(MintFailure),
@@ -100,7 +107,42 @@ impl Observed {
                 self.ended = end;
             }
             Learned::Refused(message) => self.refused = Some(message),
+            Learned::FinalizerAdded => self.finalizer_added = true,
         }
+    }
+}
+
+/// The credentials the policy grants the session (pure over the caches): `None` when it uses
+/// none — no repository, or no GitHub section and no default credential for the namespace (a
+/// public clone). A credential that is named, or a default that does not allow the repository
+/// or the permissions, is a refusal.
+pub fn credential_grant(
+    policy: &PolicyCaches,
+    session: &AgentSession,
+) -> Result<Option<Grant>, Refusal> {
+    let ns = session.namespace().unwrap_or_default();
+    let source = session.spec.github_source();
+    let Some((owner, repo)) = session
+        .spec
+        .repository
+        .as_ref()
+        .and_then(|r| r.owner_and_name())
+    else {
+        return match source {
+            GitHubSource::Credential(name) => Err(Refusal::NotAllowed(format!(
+                "GitHubCredential {name} is used for spec.repository, which is not set"
+            ))),
+            GitHubSource::Secret(secret) => Ok(Some(Grant {
+                secret: SecretLocation::new(&ns, &secret.name),
+                credential: None,
+            })),
+            GitHubSource::Default => Ok(None),
+        };
+    };
+    let permissions = session.spec.effective_permissions();
+    match policy.resolve(source, &ns, (owner, repo), Purpose::Session(&permissions)) {
+        Err(Refusal::NoCredential(_)) => Ok(None),
+        other => other.map(Some),
     }
 }
 
@@ -120,8 +162,14 @@ pub async fn observe(
         pvc: index.pvcs.get(&ns, &names.workspace_pvc),
         network_policy: index.network_policies.get(&ns, &names.network_policy),
     };
+    sctx.ctx.policy.ready().await;
+    let (source, refusal) = match credential_grant(&sctx.ctx.policy, session) {
+        Ok(grant) => (grant.map(|g| g.secret), None),
+        Err(refusal) => (None, Some(refusal)),
+    };
     let mut creds = ObservedCredentials {
-        source: sctx.config.credential_source(session),
+        source,
+        refusal,
         issued: sctx.ctx.session_tokens.get(&uid),
         ..Default::default()
     };
@@ -131,6 +179,7 @@ pub async fn observe(
     let reads = |c: &ObservedCredentials| match &stage {
         Stage::Active => credentials::reads_to_issue(c, now),
         Stage::Invalid(_) => credentials::Reads::default(),
+        Stage::Deleting => credentials::reads_to_revoke(c, true),
         _ => credentials::reads_to_revoke(c, issued_per_status),
     };
     if reads(&creds).own_secret {
@@ -158,5 +207,6 @@ pub async fn observe(
         stopped: None,
         ended: None,
         refused: None,
+        finalizer_added: false,
     })
 }

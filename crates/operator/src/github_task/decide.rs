@@ -4,13 +4,13 @@
 
 use super::status::{Outcome, StatusBuilder, pending_backoff};
 use super::steps::{ResolvedInputs, StepError};
-use crate::credentials::{CredentialDefaults, CredentialsError, SecretLocation};
+use crate::credentials::CredentialsError;
 use crate::guard::Guarded;
+use crate::policy::Refusal;
 use ccplant_api::conditions::{Progress, reasons};
 use ccplant_api::{AgentSession, AgentSessionPhase, GitHubTask, GitHubTaskPhase, GitHubTaskStatus};
 use ccplant_github::{GitHubClient as GitHub, RepoRef};
 use chrono::{DateTime, Utc};
-use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,22 +19,14 @@ use std::time::Duration;
 pub struct TaskConfig {
     /// `--default-github-owner`: the owner of a bare `repo`.
     pub default_github_owner: Option<String>,
-    /// `--default-github-secret` (in the operator's namespace).
-    pub credentials: CredentialDefaults,
-}
-
-impl TaskConfig {
-    /// Where the task's credentials come from.
-    pub fn credential_source(&self, task: &GitHubTask) -> Option<SecretLocation> {
-        let ns = task.namespace().unwrap_or_default();
-        self.credentials.source(task.spec.github_secret_ref(), &ns)
-    }
 }
 
 /// What a task reconcile read.
 #[derive(Debug, Default)]
 pub struct Observed {
-    /// The GitHub client of the task's credentials (`None`: not read, nothing to do).
+    /// What the GitHub access policy says (`None`: not asked, nothing to do).
+    pub policy: Option<Result<(), Refusal>>,
+    /// The GitHub client of the task's credentials (`None`: not read).
     pub github: Option<Result<GitHub, CredentialsError>>,
     /// createPullRequest.fromSession: the session, as cached (outer `None`: not asked).
     pub from_session: Option<Option<Arc<Guarded<AgentSession>>>>,
@@ -128,6 +120,24 @@ pub fn decide(
             requeue,
         }
     };
+    // The policy first: a refusal reads no Secret and makes no GitHub call.
+    match &observed.policy {
+        Some(Err(Refusal::NotAllowed(message) | Refusal::NoCredential(message))) => {
+            return Plan::Record {
+                status: Box::new(sb.failed(reasons::NOT_ALLOWED, message.clone())),
+                requeue: None,
+            };
+        }
+        Some(Err(Refusal::NotFound(message))) => {
+            return pending(
+                sb,
+                reasons::CREDENTIAL_NOT_FOUND,
+                message.clone(),
+                Progress::InProgress,
+            );
+        }
+        Some(Ok(())) | None => {}
+    }
     // Credentials: a Secret the operator only `get`s (no watch: a missing one is retried with
     // backoff).
     let github = match &observed.github {
@@ -149,16 +159,15 @@ pub fn decide(
             );
         }
         None => {
-            let e = CredentialsError::NoSecretConfigured;
             return pending(
                 sb,
                 reasons::SECRET_NOT_FOUND,
-                e.to_string(),
+                "the credentials were not read".into(),
                 Progress::InProgress,
             );
         }
     };
-    let inputs = match inputs(task, observed) {
+    let inputs = match inputs(task, observed, cfg) {
         Inputs::Ready(inputs) => inputs,
         Inputs::Waiting(message) => {
             return pending(sb, reasons::WAITING, message, Progress::InProgress);
@@ -191,7 +200,7 @@ pub enum Inputs {
 /// Values that come from other objects (from the caches). Inputs already recorded by an
 /// earlier attempt are not resolved again: the upstream object may be gone by now (e.g. a
 /// session deleted by ttlAfterFinished).
-pub fn inputs(task: &GitHubTask, observed: &Observed) -> Inputs {
+pub fn inputs(task: &GitHubTask, observed: &Observed, cfg: &TaskConfig) -> Inputs {
     let mut inputs = ResolvedInputs::default();
     if let (Some(name), Some(found)) = (from_session(task), &observed.from_session) {
         let Some(session) = found.as_deref().and_then(Guarded::valid) else {
@@ -222,15 +231,32 @@ pub fn inputs(task: &GitHubTask, observed: &Observed) -> Inputs {
         };
         match other_task.phase() {
             Some(GitHubTaskPhase::Succeeded) => {
-                let Some(number) = other_task
+                let result = other_task
                     .status
                     .as_ref()
-                    .and_then(|s| s.result.as_ref())
-                    .and_then(|r| r.pull_request_number)
-                else {
+                    .and_then(|s| s.result.clone())
+                    .unwrap_or_default();
+                let Some(number) = result.pull_request_number else {
                     return Inputs::Invalid(format!("GitHubTask {other} opened no pull request"));
                 };
+                // Its number means something only in its own repository.
+                let theirs = other_task
+                    .spec
+                    .owner_and_repo(cfg.default_github_owner.as_deref());
+                let ours = task
+                    .spec
+                    .owner_and_repo(cfg.default_github_owner.as_deref());
+                if theirs.map(|(o, r)| (o.to_lowercase(), r.to_lowercase()))
+                    != ours.map(|(o, r)| (o.to_lowercase(), r.to_lowercase()))
+                {
+                    return Inputs::Invalid(format!(
+                        "GitHubTask {other} opened its pull request in {}, not in {}",
+                        other_task.spec.repository, task.spec.repository
+                    ));
+                }
                 inputs.task_pull_request = Some(number);
+                // The head it opened the pull request at: a push since then is not merged.
+                inputs.task_head_sha = result.head_sha;
             }
             Some(GitHubTaskPhase::Failed) => {
                 return Inputs::Invalid(format!("GitHubTask {other} Failed; nothing to merge"));
@@ -346,6 +372,15 @@ mod tests {
         Some(Some(Arc::new(Guarded::Valid(s))))
     }
 
+    /// A Succeeded createPullRequest task `pr` in `repository` that opened #7 at abc123.
+    fn other_task(repository: &str) -> Option<Option<Arc<Guarded<GitHubTask>>>> {
+        let t = task(
+            json!({"repository": repository, "createPullRequest": {"head": "x"}}),
+            json!({"phase": "Succeeded", "result": {"pullRequestNumber": 7, "headSHA": "abc123"}}),
+        );
+        Some(Some(Arc::new(Guarded::Valid(t))))
+    }
+
     /// The plan as one line: what it does, then the phase, Ready and the kstatus condition.
     fn summary(plan: &Plan) -> String {
         let status_line = |s: &GitHubTaskStatus| {
@@ -380,13 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_rule_of_a_task_reconcile() {
-        let cfg = TaskConfig {
-            credentials: CredentialDefaults {
-                operator_namespace: "ccplant-system".into(),
-                ..CredentialDefaults::default()
-            },
-            ..TaskConfig::default()
-        };
+        let cfg = TaskConfig::default();
         let ready = || Observed {
             github: github(),
             ..Observed::default()
@@ -429,7 +458,34 @@ mod tests {
                     Value::Null,
                 ),
                 Observed::default(),
-                "record Some(1s) Pending Ready=False/SecretNotFound Reconciling=True/SecretNotFound: no GitHub credentials: set spec.github.secretRef or start the operator with --default-github-secret",
+                "record Some(1s) Pending Ready=False/SecretNotFound Reconciling=True/SecretNotFound: the credentials were not read",
+            ),
+            (
+                "the policy refuses: Failed, Stalled, nothing read",
+                task(issue(), Value::Null),
+                Observed {
+                    policy: Some(Err(Refusal::NotAllowed("GitHubCredential p does not allow ApproveAndMerge: its actions are Comment".into()))),
+                    ..Observed::default()
+                },
+                "record None Failed Ready=False/NotAllowed Stalled=True/NotAllowed: GitHubCredential p does not allow ApproveAndMerge: its actions are Comment",
+            ),
+            (
+                "no credential for the namespace: Failed, NotAllowed",
+                task(issue(), Value::Null),
+                Observed {
+                    policy: Some(Err(Refusal::NoCredential("no default GitHubCredential selects namespace team: set spec.github.credentialName or spec.github.secretRef".into()))),
+                    ..Observed::default()
+                },
+                "record None Failed Ready=False/NotAllowed Stalled=True/NotAllowed: no default GitHubCredential selects namespace team: set spec.github.credentialName or spec.github.secretRef",
+            ),
+            (
+                "a named credential not there yet: Pending, retried",
+                task(issue(), Value::Null),
+                Observed {
+                    policy: Some(Err(Refusal::NotFound("GitHubCredential p does not exist".into()))),
+                    ..Observed::default()
+                },
+                "record Some(1s) Pending Ready=False/CredentialNotFound Reconciling=True/CredentialNotFound: GitHubCredential p does not exist",
             ),
             (
                 "an unusable Secret: Pending, Stalled",
@@ -470,13 +526,39 @@ mod tests {
                 "the session succeeded: attempt from its work branch",
                 task(from_session, Value::Null),
                 waiting_on("Succeeded"),
-                "attempt octo/hello uncertain=false ResolvedInputs { session_branch: Some(\"ccplant/s\"), task_pull_request: None } Running Ready=False/Running Reconciling=True/Running: attempt 1 of 5",
+                "attempt octo/hello uncertain=false ResolvedInputs { session_branch: Some(\"ccplant/s\"), task_pull_request: None, task_head_sha: None } Running Ready=False/Running Reconciling=True/Running: attempt 1 of 5",
+            ),
+            (
+                "fromTask in another repository: Failed",
+                task(
+                    json!({"repository": "octo/other", "github": {"secretRef": {"name": "gh"}}, "approveAndMerge": {"fromTask": "pr"}}),
+                    Value::Null,
+                ),
+                Observed {
+                    github: github(),
+                    from_task: other_task("octo/hello"),
+                    ..Observed::default()
+                },
+                "record None Failed Ready=False/InvalidSpec Stalled=True/InvalidSpec: GitHubTask pr opened its pull request in octo/hello, not in octo/other",
+            ),
+            (
+                "fromTask: its pull request at the head it opened it at",
+                task(
+                    json!({"repository": "octo/hello", "github": {"secretRef": {"name": "gh"}}, "approveAndMerge": {"fromTask": "pr"}}),
+                    Value::Null,
+                ),
+                Observed {
+                    github: github(),
+                    from_task: other_task("octo/hello"),
+                    ..Observed::default()
+                },
+                "attempt octo/hello uncertain=false ResolvedInputs { session_branch: None, task_pull_request: Some(7), task_head_sha: Some(\"abc123\") } Running Ready=False/Running Reconciling=True/Running: attempt 1 of 5",
             ),
             (
                 "an attempt recorded without a result: looked for before writing again",
                 task(issue(), json!({"phase": "Running", "attempts": 2})),
                 ready(),
-                "attempt octo/hello uncertain=true ResolvedInputs { session_branch: None, task_pull_request: None } Running Ready=False/Running Reconciling=True/Running: attempt 3 of 5",
+                "attempt octo/hello uncertain=true ResolvedInputs { session_branch: None, task_pull_request: None, task_head_sha: None } Running Ready=False/Running Reconciling=True/Running: attempt 3 of 5",
             ),
         ];
         for (name, t, observed, want) in cases {

@@ -17,6 +17,7 @@ use crate::context::Context;
 use crate::credentials::CredentialsError;
 use crate::events::{Event, EventType};
 use crate::guard::Guarded;
+use crate::policy::Purpose;
 use ccplant_api::conditions::reasons;
 use ccplant_api::{GitHubTask, GitHubTaskPhase, GitHubTaskStatus};
 use chrono::{DateTime, Utc};
@@ -201,7 +202,24 @@ async fn observe(
             })
             .await;
     }
-    let github = match tctx.config.credential_source(task) {
+    // The policy, from the caches (complete before the first decision).
+    ctx.policy.ready().await;
+    let repo = decide::gate(task, now, &tctx.config).ok();
+    let grant = match (repo, task.spec.action()) {
+        (Some(repo), Some(action)) => ctx.policy.resolve(
+            task.spec.github_source(),
+            &ns,
+            (&repo.owner, &repo.name),
+            Purpose::Task(action.kind()),
+        ),
+        // gate() refused it already, or no action: decide says so.
+        _ => return Ok(Observed::default()),
+    };
+    let (policy, location) = match grant {
+        Ok(grant) => (Ok(()), Some(grant.secret)),
+        Err(refusal) => (Err(refusal), None),
+    };
+    let github = match location {
         None => None,
         Some(location) => match ctx.github.client(&ctx.client, &location).await {
             Err(CredentialsError::Kube {
@@ -218,6 +236,7 @@ async fn observe(
         },
     };
     Ok(Observed {
+        policy: Some(policy),
         github,
         from_session: decide::from_session(task).map(|name| ctx.find_session(&ns, name)),
         from_task: decide::from_task(task).map(|name| ctx.find_task(&ns, name)),

@@ -1,5 +1,8 @@
 //! Pure status transitions of a GitHubTask: what the next status is, given the stored one and
 //! what happened. No I/O; unit-tested directly.
+//!
+//! Messages carry GitHub's error text: every message stored (`status.message` and each
+//! condition's) passes the token redactor first (DESIGN §7.3).
 
 use crate::time::to_k8s;
 use ccplant_api::conditions::{
@@ -64,10 +67,15 @@ impl StatusBuilder {
             &mut self.status.conditions,
             progress,
             reason,
-            message,
+            &crate::redact::tokens(message),
             self.generation,
             now,
         );
+    }
+
+    /// `status.message`, redacted.
+    fn message(&mut self, message: String) {
+        self.status.message = Some(crate::redact::owned(message));
     }
 
     fn rate_limited_condition(&mut self, limited: bool, message: &str) {
@@ -80,6 +88,7 @@ impl StatusBuilder {
     }
 
     fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
+        let message = crate::redact::tokens(message);
         let c = new_condition(type_, status, reason, message, self.generation, self.time());
         set_condition(&mut self.status.conditions, c);
     }
@@ -99,7 +108,7 @@ impl StatusBuilder {
         self.status.phase = Some(GitHubTaskPhase::Pending);
         self.ready(progress, reason, &message);
         self.clear_rate_limit();
-        self.status.message = Some(message);
+        self.message(message);
         self.status
     }
 
@@ -109,7 +118,7 @@ impl StatusBuilder {
         self.ready(Progress::Stalled, reason, &message);
         self.clear_rate_limit();
         self.status.next_attempt_time = None;
-        self.status.message = Some(message);
+        self.message(message);
         self.status
     }
 
@@ -122,7 +131,7 @@ impl StatusBuilder {
         let message = format!("attempt {} of {max_attempts}", self.status.attempts);
         self.ready(Progress::InProgress, reasons::RUNNING, &message);
         self.clear_rate_limit();
-        self.status.message = Some(message);
+        self.message(message);
         self.status
     }
 
@@ -143,7 +152,7 @@ impl StatusBuilder {
         self.ready(Progress::Current, reasons::SUCCEEDED, &message);
         self.clear_rate_limit();
         self.status.next_attempt_time = None;
-        self.status.message = Some(message);
+        self.message(message);
         self.status
     }
 
@@ -161,7 +170,7 @@ impl StatusBuilder {
         self.ready(Progress::InProgress, reasons::RATE_LIMITED, &text);
         self.rate_limited_condition(true, &text);
         self.status.next_attempt_time = Some(to_k8s(reset_at));
-        self.status.message = Some(text);
+        self.message(text);
         let wait = (reset_at - self.now).to_std().unwrap_or_default();
         (self.status, Outcome::RequeueAfter(wait))
     }
@@ -186,7 +195,7 @@ impl StatusBuilder {
         this.ready(Progress::InProgress, reasons::GITHUB_ERROR, &text);
         this.clear_rate_limit();
         this.status.next_attempt_time = Some(to_k8s(next));
-        this.status.message = Some(text);
+        this.message(text);
         (this.status, Outcome::RequeueAfter(delay))
     }
 }
@@ -309,6 +318,47 @@ mod tests {
             Progress::InProgress,
         );
         assert_eq!(first, again, "no status write in steady state");
+    }
+
+    #[test]
+    fn every_stored_message_is_redacted() {
+        let token = "ghs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let said = format!("Bad credentials for {token}");
+        let retry = RetryPolicy {
+            max_attempts: 2,
+            backoff: "10s".into(),
+        };
+        let started = || StatusBuilder::new(&task(None), at(0)).start_attempt(2);
+        let builders = || StatusBuilder::from_status(&task(None), started(), at(1));
+        let statuses = [
+            builders().pending(reasons::SECRET_NOT_FOUND, said.clone(), Progress::Stalled),
+            builders().failed(reasons::GITHUB_ERROR, said.clone()),
+            builders().rate_limited(at(60), said.clone()).0,
+            builders().transient(&retry, said.clone()).0,
+            {
+                let second = builders().start_attempt(2);
+                StatusBuilder::from_status(&task(None), second, at(2))
+                    .transient(&retry, said.clone())
+                    .0
+            },
+        ];
+        for s in &statuses {
+            let json = serde_json::to_string(s).unwrap();
+            assert!(!json.contains(&token[4..]), "{json}");
+            assert!(
+                s.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("Bad credentials for ghs_[REDACTED]")),
+                "{json}"
+            );
+            assert!(
+                cond(s, types::READY)
+                    .message
+                    .contains("Bad credentials for ghs_[REDACTED]"),
+                "{json}"
+            );
+        }
+        assert_eq!(statuses[4].phase, Some(GitHubTaskPhase::Failed));
     }
 
     #[test]

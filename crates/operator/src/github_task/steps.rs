@@ -105,6 +105,8 @@ pub struct ResolvedInputs {
     pub session_branch: Option<String>,
     /// approveAndMerge.fromTask: the pull request that task opened.
     pub task_pull_request: Option<i64>,
+    /// approveAndMerge.fromTask: the head commit that task opened it at.
+    pub task_head_sha: Option<String>,
 }
 
 /// The status as last written during this attempt; `save` persists step results immediately.

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -353,6 +354,13 @@ async fn an_app_token_is_restricted_refreshed_in_place_and_revoked_at_the_end() 
             .await;
             let second = token_of(refreshed);
             assert_eq!(ns.api::<Pod>().get("a").await.unwrap().metadata.uid, pod_uid, "no pod restart");
+            // The token it replaced is revoked once the new one is in the Secret.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !fake.installation_tokens().into_iter().any(|t| t.token == first && t.revoked) {
+                assert!(std::time::Instant::now() < deadline, "the refresh revoked the replaced token");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(!fake.installation_tokens().into_iter().find(|t| t.token == second).unwrap().revoked);
 
             exit_pod(&ns, "a", "0").await;
             let done = wait_session(&ns, "a", AgentSessionPhase::Succeeded, T).await;
@@ -449,19 +457,20 @@ async fn a_pod_the_apiserver_refuses_is_reported_without_a_retry_loop() {
 }
 
 #[tokio::test]
-async fn the_operators_default_plain_token_is_never_copied_into_a_session_namespace() {
+async fn a_platform_credentials_plain_token_is_never_copied_into_a_session_namespace() {
     install_crds();
     TestEnv::global()
         .with_namespace("ags-default", |ns| async move {
-            // The default credential lives in another namespace (the operator's).
+            // The platform's credential lives in another namespace (the operator's).
             let secrets: Api<Secret> = Api::namespaced(ns.client.clone(), "default");
             let name = format!("default-token-{}", ns.name);
             let secret: Secret =
                 serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"token": TOKEN}})).unwrap();
             secrets.create(&PostParams::default(), &secret).await.unwrap();
+            let credential = format!("{}-platform", ns.name);
+            github_credential(&credential, "default", &name, &ns.name, json!({"default": true})).await;
             let fake = fake_with_repo().await;
-            let default = format!("default/{name}");
-            let mut op = Operator::new(&ns.name, &fake.url(), &["--default-github-secret", &default]);
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
             op.start();
             create_session(&ns, &session("d", json!({"agent": {"image": IMAGE}, "repository": {"name": "octo/hello"}}))).await;
             let pending = wait_session(&ns, "d", AgentSessionPhase::Pending, T).await;
@@ -470,12 +479,118 @@ async fn the_operators_default_plain_token_is_never_copied_into_a_session_namesp
                 (
                     "False".into(),
                     "TokenNotShareable".into(),
-                    format!("Secret {default} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App")
+                    format!("Secret default/{name} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or use a GitHubCredential that holds a GitHub App")
                 )
             );
             assert!(ns.api::<Secret>().get_opt("d-github").await.unwrap().is_none(), "no copy");
             assert!(ns.api::<Pod>().get_opt("d").await.unwrap().is_none(), "no pod");
             secrets.delete(&name, &DeleteParams::default()).await.unwrap();
+            delete_github_credential(&credential).await;
+        })
+        .await;
+}
+
+/// A GitHubCredential `name` (cluster-scoped: named after the test's namespace) whose Secret is
+/// `secret_ns/secret`, selecting the namespace `selects`, allowing octo/hello.
+async fn github_credential(
+    name: &str,
+    secret_ns: &str,
+    secret: &str,
+    selects: &str,
+    extra: serde_json::Value,
+) {
+    let mut spec = json!({
+        "secretRef": {"namespace": secret_ns, "name": secret},
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": selects}},
+        "repositories": ["octo/hello"],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let c: ccplant_api::GitHubCredential = serde_json::from_value(json!({
+        "apiVersion": "ccplant.io/v1alpha1", "kind": "GitHubCredential",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    let api: Api<ccplant_api::GitHubCredential> = Api::all(TestEnv::global().client().await);
+    api.create(&PostParams::default(), &c).await.unwrap();
+}
+
+async fn delete_github_credential(name: &str) {
+    let api: Api<ccplant_api::GitHubCredential> = Api::all(TestEnv::global().client().await);
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+#[tokio::test]
+async fn deleting_a_running_session_revokes_its_app_token_before_it_is_gone() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-revoke", |ns| async move {
+            let fake = fake_with_repo().await;
+            app_secret(&ns, &fake).await;
+            let credential = format!("{}-app", ns.name);
+            github_credential(&credential, &ns.name, "app", &ns.name, json!({})).await;
+            let _op = operator(&ns, &fake.url());
+            let spec = json!({
+                "agent": {"image": IMAGE}, "repository": {"name": "octo/hello"},
+                "github": {"credentialName": credential},
+            });
+            create_session(&ns, &session("r", spec)).await;
+            let running = wait_session(&ns, "r", AgentSessionPhase::Running, T).await;
+            assert_eq!(
+                running.metadata.finalizers,
+                Some(vec!["ccplant.io/revoke-token".to_string()]),
+                "the finalizer while a live App token exists"
+            );
+            let token = String::from_utf8(
+                ns.api::<Secret>()
+                    .get("r-github")
+                    .await
+                    .unwrap()
+                    .data
+                    .unwrap()
+                    .remove("token")
+                    .unwrap()
+                    .0,
+            )
+            .unwrap();
+            // Watch the fake for the revocation and the apiserver for the session's end.
+            let revoked_at = Arc::new(Mutex::new(None::<std::time::Instant>));
+            {
+                let revoked_at = revoked_at.clone();
+                fake.on_write(move |r| {
+                    if r.method == "DELETE" && r.path == "/installation/token" {
+                        revoked_at
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(std::time::Instant::now);
+                    }
+                });
+            }
+            let deleted = std::time::Instant::now();
+            ns.api::<AgentSession>()
+                .delete("r", &DeleteParams::default())
+                .await
+                .unwrap();
+            wait_for_deletion(&ns.api::<AgentSession>(), "r", T, "session gone").await;
+            let gone = std::time::Instant::now();
+            let revoked = revoked_at
+                .lock()
+                .unwrap()
+                .expect("DELETE /installation/token was sent");
+            assert!(revoked <= gone, "revoked before the session was gone");
+            eprintln!(
+                "session deletion -> token revoked in {:.3}s, session gone in {:.3}s",
+                (revoked - deleted).as_secs_f64(),
+                (gone - deleted).as_secs_f64()
+            );
+            let record = fake
+                .installation_tokens()
+                .into_iter()
+                .find(|t| t.token == token)
+                .unwrap();
+            assert!(record.revoked, "that very token was revoked");
+            delete_github_credential(&credential).await;
         })
         .await;
 }

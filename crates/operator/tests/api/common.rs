@@ -9,7 +9,11 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const CRD_NAMES: [&str; 2] = ["agentsessions.ccplant.io", "githubtasks.ccplant.io"];
+pub const CRD_NAMES: [&str; 3] = [
+    "agentsessions.ccplant.io",
+    "githubtasks.ccplant.io",
+    "githubcredentials.ccplant.io",
+];
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

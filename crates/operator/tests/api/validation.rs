@@ -3,7 +3,7 @@
 
 use crate::common::{install_crds, merge};
 use ccplant_api::validation as v;
-use ccplant_api::{AgentSession, GitHubTask};
+use ccplant_api::{AgentSession, GitHubCredential, GitHubTask};
 use ccplant_testenv::{TestEnv, TestNamespace};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use serde_json::{Value, json};
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 enum Kind {
     Session,
     Task,
+    Credential,
 }
 
 impl Kind {
@@ -19,6 +20,7 @@ impl Kind {
         match self {
             Kind::Session => ApiResource::erase::<AgentSession>(&()),
             Kind::Task => ApiResource::erase::<GitHubTask>(&()),
+            Kind::Credential => ApiResource::erase::<GitHubCredential>(&()),
         }
     }
 
@@ -35,6 +37,15 @@ impl Kind {
                 "metadata": { "name": name },
                 "spec": { "repository": "octo/hello", "createIssue": { "title": "Bug" } },
             }),
+            Kind::Credential => json!({
+                "apiVersion": "ccplant.io/v1alpha1", "kind": "GitHubCredential",
+                "metadata": { "name": name },
+                "spec": {
+                    "secretRef": { "namespace": "ccplant-system", "name": "github-app" },
+                    "namespaceSelector": {},
+                    "repositories": ["octo/*"],
+                },
+            }),
         }
     }
 }
@@ -50,7 +61,10 @@ struct Case {
 }
 
 fn api(ns: &TestNamespace, kind: Kind) -> Api<DynamicObject> {
-    Api::namespaced_with(ns.client.clone(), &ns.name, &kind.resource())
+    match kind {
+        Kind::Credential => Api::all_with(ns.client.clone(), &kind.resource()),
+        _ => Api::namespaced_with(ns.client.clone(), &ns.name, &kind.resource()),
+    }
 }
 
 fn object(kind: Kind, name: &str, spec_patch: &Value) -> DynamicObject {
@@ -332,6 +346,69 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            rule: "session permissions never empty",
+            kind: Session,
+            bad: json!({"github": {"permissions": {}}}),
+            good: json!({"github": {"permissions": {"contents": "read"}}}),
+            expect: &["spec.github.permissions", v::PERMISSIONS_NOT_EMPTY_MESSAGE],
+        },
+        Case {
+            rule: "session credentialName xor secretRef",
+            kind: Session,
+            bad: json!({"github": {"credentialName": "platform", "secretRef": {"name": "mine"}}}),
+            good: json!({"github": {"credentialName": "platform"}}),
+            expect: &["spec.github", v::CREDENTIAL_XOR_SECRET_MESSAGE],
+        },
+        Case {
+            rule: "task credentialName is an object name",
+            kind: Task,
+            bad: json!({"github": {"credentialName": "Platform!"}}),
+            good: json!({"github": {"credentialName": "platform"}}),
+            expect: &["spec.github.credentialName", v::CREDENTIAL_NAME_MESSAGE],
+        },
+        Case {
+            rule: "task credentialName xor secretRef",
+            kind: Task,
+            bad: json!({"github": {"credentialName": "platform", "secretRef": {"name": "mine"}}}),
+            good: json!({"github": {"secretRef": {"name": "mine"}}}),
+            expect: &["spec.github", v::CREDENTIAL_XOR_SECRET_MESSAGE],
+        },
+        Case {
+            rule: "credential repositories are owner/repo or owner/*",
+            kind: Credential,
+            bad: json!({"repositories": ["octo"]}),
+            good: json!({"repositories": ["octo/hello", "acme/*"]}),
+            expect: &["spec.repositories", v::REPOSITORY_PATTERNS_MESSAGE],
+        },
+        Case {
+            rule: "credential repositories required, at least one",
+            kind: Credential,
+            bad: json!({"repositories": []}),
+            good: json!({"repositories": ["octo/*"]}),
+            expect: &["spec.repositories", "at least 1 items"],
+        },
+        Case {
+            rule: "credential actions do not repeat",
+            kind: Credential,
+            bad: json!({"actions": ["Comment", "Comment"]}),
+            good: json!({"actions": ["Comment", "ApproveAndMerge"]}),
+            expect: &["spec.actions", v::DISTINCT_ACTIONS_MESSAGE],
+        },
+        Case {
+            rule: "credential namespaceSelector required",
+            kind: Credential,
+            bad: json!({"namespaceSelector": null}),
+            good: json!({"namespaceSelector": {"matchLabels": {"team": "a"}}}),
+            expect: &["spec.namespaceSelector", "Required value"],
+        },
+        Case {
+            rule: "credential secret namespace",
+            kind: Credential,
+            bad: json!({"secretRef": {"namespace": "Ops", "name": "app"}}),
+            good: json!({"secretRef": {"namespace": "ops", "name": "app"}}),
+            expect: &["spec.secretRef.namespace", v::SECRET_NAMESPACE_MESSAGE],
+        },
+        Case {
             rule: "session secretRef name",
             kind: Session,
             bad: json!({"github": {"secretRef": {"name": "-bad"}}}),
@@ -393,7 +470,11 @@ async fn each_validation_rule_refuses_the_bad_object_and_accepts_the_good_one() 
         let mut failures = Vec::new();
         for (i, case) in cases().into_iter().enumerate() {
             let api = api(&ns, case.kind);
-            let name = format!("case-{i}");
+            let name = match case.kind {
+                // Cluster-scoped: named after the test's namespace, so runs never collide.
+                Kind::Credential => format!("{}-case-{i}", ns.name),
+                _ => format!("case-{i}"),
+            };
             match create(&api, &object(case.kind, &name, &case.bad), true).await {
                 Ok(()) => failures.push(format!("{}: bad object was accepted", case.rule)),
                 Err(msg) => {

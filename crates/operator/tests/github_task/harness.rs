@@ -80,8 +80,8 @@ impl Operator {
     }
 
     /// One of several operators in the same namespace: `label` tells their logs apart. Extra
-    /// arguments naming `--leader-elect` or `--metrics-addr` replace the defaults
-    /// (`--leader-elect=false`, a free port).
+    /// arguments naming `--leader-elect`, `--metrics-addr` or `--github-timeout` replace the
+    /// defaults (`--leader-elect=false`, a free port, 5 s).
     pub fn named(ns: &str, label: &str, github_url: &str, extra: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!("ccplant-operator-{ns}{label}.log"));
         let mut args: Vec<String> = vec![
@@ -94,9 +94,10 @@ impl Operator {
             "text".into(),
             "--log-level".into(),
             "info,ccplant_operator=debug".into(),
-            "--github-timeout".into(),
-            "5s".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--github-timeout")) {
+            args.extend(["--github-timeout".into(), "5s".into()]);
+        }
         // Tests run many operators at once: each reconciles its own namespace alone and serves
         // metrics on a free port.
         if !extra.iter().any(|a| a.starts_with("--leader-elect")) {
@@ -240,6 +241,13 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// Sends `signal` (e.g. "STOP", "CONT") to `pid`.
+pub fn signal(pid: i32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
 }
 
 /// SIGKILLs `pid` (used from fake-GitHub hooks, between a GitHub write and its status write).

@@ -4,6 +4,7 @@
 
 mod exactly_once;
 mod harness;
+mod policy;
 
 use ccplant_api::{GitHubTask, GitHubTaskPhase};
 use ccplant_testenv::fake_github::{FakeGitHub, Fault, FaultKind};

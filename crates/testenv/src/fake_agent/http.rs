@@ -172,7 +172,7 @@ async fn handle(
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| shared.addr.to_string());
-    let (mode, allowed, delay, in_flight) = {
+    let (mode, allowed, delay, in_flight, refusal) = {
         let mut state = shared.state();
         let counts = &mut state.counts;
         match endpoint {
@@ -189,6 +189,11 @@ async fn handle(
             allowed,
             script.answer_delay,
             script.in_flight.clone(),
+            // Only a refusal needs its text.
+            match script.mode {
+                Mode::Refuse(_) => script.refusal.clone(),
+                _ => String::new(),
+            },
         )
     };
     let _in_flight = in_flight.enter();
@@ -199,12 +204,7 @@ async fn handle(
         Mode::Hang => return std::future::pending().await,
         Mode::Refuse(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Ok(problem(
-                status,
-                &host,
-                "refused by the fake agent's script",
-                Vec::new(),
-            ));
+            return Ok(problem(status, &host, &refusal, Vec::new()));
         }
     }
     if !delay.is_zero() {

@@ -42,6 +42,8 @@ pub struct Script {
     pub post_delay: Duration,
     /// Whether the agent answers at all.
     pub mode: Mode,
+    /// The `detail` of a [`Mode::Refuse`] answer.
+    pub refusal: String,
     /// agentapi's `--allowed-hosts` (`AGENTAPI_ALLOWED_HOSTS`): requests whose Host header names
     /// another host get 400 "Invalid host header. Allowed hosts: …". agentapi's default is
     /// [`AGENTAPI_DEFAULT_ALLOWED_HOSTS`], which refuses requests to a pod IP; the fake's default
@@ -126,6 +128,7 @@ impl Default for Script {
             chatter_per_sec: 10,
             post_delay: Duration::from_millis(20),
             mode: Mode::Serve,
+            refusal: "refused by the fake agent's script".to_string(),
             allowed_hosts: vec!["*".to_string()],
             answer_delay: Duration::ZERO,
             in_flight: InFlight::default(),

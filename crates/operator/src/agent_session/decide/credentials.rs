@@ -16,6 +16,7 @@ use super::super::credentials::{
 use super::super::observe::ObservedCredentials;
 use super::status::CredentialsShown;
 use crate::credentials::{SecretLocation, credentials_from_secret};
+use crate::policy::Refusal;
 use ccplant_api::AgentSession;
 use ccplant_api::conditions::{Progress, reasons};
 use ccplant_github::{Credentials, ExposeSecret, SecretString};
@@ -114,6 +115,20 @@ pub enum Issue {
 
 /// The credentials rules for an active session (see the module documentation).
 pub fn decide(session: &AgentSession, c: &ObservedCredentials, now: DateTime<Utc>) -> Decision {
+    // The policy first: a refused session reads no Secret and mints nothing.
+    match &c.refusal {
+        Some(Refusal::NotAllowed(message) | Refusal::NoCredential(message)) => {
+            return problem(reasons::NOT_ALLOWED, message.clone(), Progress::Stalled);
+        }
+        Some(Refusal::NotFound(message)) => {
+            return problem(
+                reasons::CREDENTIAL_NOT_FOUND,
+                message.clone(),
+                Progress::InProgress,
+            );
+        }
+        None => {}
+    }
     let Some(source) = &c.source else {
         return Decision::Ready {
             shown: CredentialsShown::NotRequired,
@@ -212,7 +227,7 @@ fn issue(
     })?;
     match creds {
         Credentials::Token(token) => copy(session, c, source, token),
-        Credentials::App { .. } => mint(session, source, secret),
+        Credentials::App { .. } => mint(session, c, source, secret),
     }
 }
 
@@ -229,7 +244,7 @@ fn copy(
         return Err(problem(
             reasons::TOKEN_NOT_SHAREABLE,
             format!(
-                "Secret {source} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or make the operator's default credential a GitHub App"
+                "Secret {source} holds a plain token, which is never copied into another namespace: set spec.github.secretRef to a Secret in this namespace, or use a GitHubCredential that holds a GitHub App"
             ),
             Progress::Stalled,
         ));
@@ -257,6 +272,7 @@ fn copy(
 /// A GitHub App: an installation token restricted to the session's repository and permissions.
 fn mint(
     session: &AgentSession,
+    c: &ObservedCredentials,
     source: &SecretLocation,
     secret: &Arc<Secret>,
 ) -> Result<Issue, Decision> {
@@ -283,7 +299,22 @@ fn mint(
             .into_iter()
             .map(|(k, v)| (k, v.as_str().to_string()))
             .collect(),
+        replaces: replaced_token(c),
     }))
+}
+
+/// The installation token a new one replaces: the one in hand, else the one in the session's
+/// Secret.
+fn replaced_token(c: &ObservedCredentials) -> Option<SecretString> {
+    match &c.issued {
+        Some(i) => (i.kind == TokenKind::Installation).then(|| i.token.clone()),
+        None => c
+            .own
+            .as_ref()
+            .and_then(Option::as_ref)
+            .filter(|o| o.kind == Some(TokenKind::Installation))
+            .and_then(|o| o.token.clone()),
+    }
 }
 
 /// What revoking the session's token needs, when it has (or may have) one: the token, its kind

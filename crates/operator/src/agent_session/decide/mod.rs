@@ -23,7 +23,6 @@ use super::credentials::RevokeRequest;
 use super::names::SessionNames;
 use super::observe::Observed;
 use super::pod_state::PodState;
-use crate::credentials::{CredentialDefaults, SecretLocation};
 use crate::events::Event;
 use crate::time::{from_k8s, to_k8s};
 use ccplant_api::conditions::{Progress, reasons, types};
@@ -47,22 +46,16 @@ pub struct SessionConfig {
     pub build: BuildConfig,
     /// `--max-session-duration`: the cap of every `lifetime.maxDuration`.
     pub max_session_duration: Duration,
-    /// `--default-github-secret` (in the operator's namespace).
-    pub credentials: CredentialDefaults,
 }
 
-impl SessionConfig {
-    /// Where the session's GitHub credentials come from; `None` when it uses none.
-    pub fn credential_source(&self, session: &AgentSession) -> Option<SecretLocation> {
-        let ns = session.namespace().unwrap_or_default();
-        self.credentials
-            .source(session.spec.github_secret_ref(), &ns)
-    }
-}
+/// The finalizer a session carries while it holds a live GitHub App installation token.
+pub const REVOKE_FINALIZER: &str = "ccplant.io/revoke-token";
 
 /// Where a session is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stage {
+    /// It is being deleted (it carries the finalizer): its token is revoked, then it goes.
+    Deleting,
     /// It finished earlier (stored phase Succeeded, Failed or Expired).
     Finished(AgentSessionPhase),
     /// Its spec breaks a rule the schema could not enforce: the message says which.
@@ -77,6 +70,9 @@ pub enum Stage {
 /// The stage of `session` (pure; `observe` uses it too, to know which reads are needed).
 pub fn stage(session: &AgentSession, cfg: &SessionConfig, now: DateTime<Utc>) -> Stage {
     let stored = session.status.clone().unwrap_or_default();
+    if session.metadata.deletion_timestamp.is_some() {
+        return Stage::Deleting;
+    }
     if let Some(phase) = stored.phase.filter(|p| p.is_finished()) {
         return Stage::Finished(phase);
     }
@@ -95,8 +91,8 @@ pub fn stage(session: &AgentSession, cfg: &SessionConfig, now: DateTime<Utc>) ->
 /// What the schema cannot refuse: the spec's own rules, and whether a pod can be built.
 fn check(session: &AgentSession, cfg: &SessionConfig) -> Result<(), String> {
     session.spec.validate().map_err(|e| e.to_string())?;
-    let has_credentials = cfg.credential_source(session).is_some();
-    build::desired_pod(session, &cfg.build, has_credentials)
+    // Whether the pod mounts credentials changes nothing that could fail.
+    build::desired_pod(session, &cfg.build, true)
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -143,6 +139,9 @@ struct Given<'a> {
 #[derive(Clone, Debug)]
 pub enum First {
     Token(credentials::Issue),
+    /// Add the finalizer `ccplant.io/revoke-token` before a GitHub App token is minted, so a
+    /// deletion revokes it first.
+    AddFinalizer,
     /// Stop the agent worker (because the conversation ended the session, if `end` is set).
     StopAgent {
         end: Option<End>,
@@ -174,6 +173,9 @@ pub struct Plan {
     pub event: Option<Event>,
     /// `ttlAfterFinished` passed: the session itself goes (after its status).
     pub delete_session: bool,
+    /// Remove the finalizer `ccplant.io/revoke-token` (after `revoke`, when it succeeded):
+    /// no live App token is left.
+    pub remove_finalizer: bool,
     /// When to come back; `None`: only on a change.
     pub requeue: Option<Duration>,
 }
@@ -208,7 +210,21 @@ pub fn decide(
         now,
         expires_at,
     };
-    let mut plan = match stage(session, cfg, now) {
+    let has_finalizer =
+        observed.finalizer_added || session.finalizers().iter().any(|f| f == REVOKE_FINALIZER);
+    let stage = stage(session, cfg, now);
+    let is_active = stage == Stage::Active;
+    let mut plan = match stage {
+        Stage::Deleting => {
+            // Only the token matters now: revoked, then the finalizer goes (the garbage
+            // collector removes the children). The status is left as it is.
+            return Plan {
+                revoke: credentials::revocation(&observed.credentials, true),
+                remove_finalizer: has_finalizer,
+                status: stored,
+                ..Plan::default()
+            };
+        }
         Stage::Finished(phase) => finished(&given, next, phase),
         Stage::Invalid(message) => {
             next.verdict(
@@ -228,6 +244,13 @@ pub fn decide(
         Stage::Suspended => suspended(&given, next),
         Stage::Active => active(&given, next),
     };
+    if let Some(First::Token(credentials::Issue::Mint(_))) = &plan.first
+        && !has_finalizer
+    {
+        plan = Plan::first(First::AddFinalizer);
+    }
+    // No live App token once the session stopped (its revocation, if any, is in this plan).
+    plan.remove_finalizer = has_finalizer && plan.first.is_none() && !is_active;
     if plan.first.is_none() {
         plan.event = status::announce(&stored, &plan.status);
     }
@@ -443,7 +466,8 @@ fn with_pod(
     if pod.is_none() {
         // Missing (first start, resume, or deleted behind our back): created again. A pod
         // still terminating is left alone; its deletion (or the short requeue) re-creates it.
-        match desired_pod(session, cfg, &next.status) {
+        let has_credentials = observed.credentials.source.is_some();
+        match desired_pod(session, cfg, &next.status, has_credentials) {
             Ok(p) => children.pod = Some(p),
             Err(message) => return rejected_plan(next, &message),
         }
@@ -604,8 +628,8 @@ fn desired_pod(
     session: &AgentSession,
     cfg: &SessionConfig,
     next: &AgentSessionStatus,
+    has_credentials: bool,
 ) -> Result<Pod, String> {
-    let has_credentials = cfg.credential_source(session).is_some();
     let mut pod =
         build::desired_pod(session, &cfg.build, has_credentials).map_err(|e| e.to_string())?;
     let delivered = next

@@ -181,6 +181,8 @@ impl Next {
         type_: &str,
         (status, reason, message): (ConditionStatus, &str, &str),
     ) {
+        // Messages carry text from GitHub and agents: token-shaped strings never get stored.
+        let message = crate::redact::tokens(message);
         let c = new_condition(
             type_,
             status,
@@ -202,18 +204,19 @@ impl Next {
         self.status.phase = Some(v.phase);
         self.condition(types::READY, ready_condition(v));
         self.condition(types::FINISHED, finished_condition(v));
+        let message = crate::redact::owned(v.message.clone());
         set_progress(
             &mut self.status.conditions,
             v.progress,
             v.reason,
-            &v.message,
+            &message,
             self.generation,
             to_k8s(self.now),
         );
         if let Some(suspended) = suspended_condition(v, &self.status) {
             self.condition(types::SUSPENDED, suspended);
         }
-        self.status.message = Some(v.message.clone());
+        self.status.message = Some(message);
         if v.phase.is_finished() && self.status.completion_time.is_none() {
             self.status.completion_time = Some(to_k8s(self.now));
         }

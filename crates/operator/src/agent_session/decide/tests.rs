@@ -37,10 +37,6 @@ fn cfg() -> SessionConfig {
             ..BuildConfig::new("ccplant-system")
         },
         max_session_duration: Duration::from_secs(DAY as u64),
-        credentials: CredentialDefaults {
-            operator_namespace: "ccplant-system".into(),
-            ..CredentialDefaults::default()
-        },
     }
 }
 
@@ -183,8 +179,17 @@ fn render(plan: &Plan) -> String {
             format!("store {:?} token {}", i.kind, i.token.expose_secret())
         }
         Some(First::Token(credentials::Issue::Mint(m))) => {
-            format!("mint token for {} {:?}", m.repository, m.permissions)
+            format!(
+                "mint token for {} {:?}{}",
+                m.repository,
+                m.permissions,
+                m.replaces
+                    .as_ref()
+                    .map(|t| format!(" replacing {}", t.expose_secret()))
+                    .unwrap_or_default()
+            )
         }
+        Some(First::AddFinalizer) => "add finalizer ccplant.io/revoke-token".to_string(),
     };
     let _ = writeln!(out, "first: {first}");
     if plan.first.is_some() {
@@ -233,6 +238,9 @@ fn render(plan: &Plan) -> String {
             target.base,
             target.seed.state
         )),
+    }
+    if plan.remove_finalizer {
+        writes.push("remove finalizer ccplant.io/revoke-token".into());
     }
     if plan.delete_session {
         writes.push("delete AgentSession".into());
@@ -1108,13 +1116,7 @@ fn credentials_decide_whether_a_session_can_start() {
             "Stalled",
         ),
     );
-    let shared = SessionConfig {
-        credentials: CredentialDefaults {
-            default_github_secret: Some("ops/bot".into()),
-            operator_namespace: "ccplant-system".into(),
-        },
-        ..cfg()
-    };
+    let shared = cfg();
     let mut plain = session(
         json!({"prompt": "hi", "repository": {"name": "octo/hello"}}),
         Value::Null,
@@ -1173,8 +1175,16 @@ fn tokens_are_issued_first_then_decided_with() {
         "{plan:?}"
     );
 
-    // A GitHub App: an installation token for the one repository is minted.
-    let app = creds(Some(Ok(app_secret())));
+    // A GitHub App: the finalizer first (a deletion must revoke what is minted), then an
+    // installation token for the one repository.
+    let mut app = creds(Some(Ok(app_secret())));
+    let plan = decide(&s, &app, at(1), &cfg());
+    check(
+        "finalizer before the mint",
+        render(&plan),
+        "first: add finalizer ccplant.io/revoke-token\n",
+    );
+    app.learn(Learned::FinalizerAdded);
     let plan = decide(&s, &app, at(1), &cfg());
     check(
         "mint",
@@ -1342,4 +1352,75 @@ fn every_stage_is_decided_in_order() {
     // maxDuration above --max-session-duration is capped.
     let long = s(json!({"lifetime": {"maxDuration": "48h"}}), Value::Null);
     assert_eq!(lifetime(&long, &c, at(1)).1, at(DAY));
+}
+
+#[test]
+fn the_policy_refuses_before_any_secret_is_read_or_token_minted() {
+    let s = with_secret(json!({"prompt": "hi"}));
+    for (refusal, want) in [
+        (
+            crate::policy::Refusal::NotAllowed("GitHubCredential p does not allow repository octo/hello: its repositories are acme/*".into()),
+            "Stalled True NotAllowed \"GitHubCredential p does not allow repository octo/hello: its repositories are acme/*\"",
+        ),
+        (
+            crate::policy::Refusal::NotFound("GitHubCredential p does not exist".into()),
+            "Reconciling True CredentialNotFound \"GitHubCredential p does not exist\"",
+        ),
+    ] {
+        let mut observed = creds(Some(Ok(app_secret())));
+        observed.credentials.source = None;
+        observed.credentials.refusal = Some(refusal);
+        let plan = decide(&s, &observed, at(1), &cfg());
+        let got = render(&plan);
+        assert!(got.starts_with("first: -\n"), "nothing issued first: {got}");
+        assert!(got.contains(want), "{got}");
+        assert_eq!(plan.status.phase, Some(AgentSessionPhase::Pending));
+        assert!(plan.children.pod.is_none(), "no pod for a refused session");
+    }
+}
+
+#[test]
+fn a_refresh_mints_a_token_replacing_the_one_in_hand() {
+    let mut s = with_secret(json!({"prompt": "hi"}));
+    s.metadata.finalizers = Some(vec![REVOKE_FINALIZER.to_string()]);
+    let mut observed = creds(Some(Ok(app_secret())));
+    observed.credentials.issued = Some(installation(0, 3600));
+    // Past three quarters of its life: a new one, replacing the current one.
+    let plan = decide(&s, &observed, at(2701), &cfg());
+    assert_eq!(
+        render(&plan),
+        "first: mint token for hello {\"contents\": \"write\", \"issues\": \"write\", \"pull_requests\": \"write\"} replacing ghs_current\n"
+    );
+}
+
+#[test]
+fn a_deleted_session_revokes_its_token_then_drops_the_finalizer() {
+    let mut s = with_secret(json!({"prompt": "hi"}));
+    s.metadata.finalizers = Some(vec![REVOKE_FINALIZER.to_string()]);
+    s.metadata.deletion_timestamp = Some(crate::time::to_k8s(at(50)));
+    let mut observed = creds(None);
+    observed.credentials.issued = Some(installation(0, 3600));
+    let plan = decide(&s, &observed, at(60), &cfg());
+    let got = render(&plan);
+    assert!(
+        got.contains("writes: revoke Some(Installation) token ghs_current with team/gh; remove finalizer ccplant.io/revoke-token"),
+        "{got}"
+    );
+    assert_eq!(
+        plan.status,
+        s.status.clone().unwrap_or_default(),
+        "status untouched"
+    );
+    assert!(plan.children.pod.is_none() && !plan.delete_pod);
+    // A stopped session (finished) drops the finalizer with its revocation too.
+    let mut finished = with_secret(json!({"prompt": "hi"}));
+    finished.metadata.finalizers = Some(vec![REVOKE_FINALIZER.to_string()]);
+    finished.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+    let plan = decide(&finished, &observed, at(60), &cfg());
+    assert!(plan.remove_finalizer, "{}", render(&plan));
+    // Active: the finalizer stays.
+    let mut active = with_secret(json!({"prompt": "hi"}));
+    active.metadata.finalizers = Some(vec![REVOKE_FINALIZER.to_string()]);
+    let plan = decide(&active, &observed, at(60), &cfg());
+    assert!(!plan.remove_finalizer, "{}", render(&plan));
 }
