@@ -60,8 +60,30 @@ impl Default for Timeouts {
     }
 }
 
+/// Asked right before every write to a repository is put on the wire (after pacing waits and
+/// token refreshes): `false` and the request is not sent ([`Error::WriteRefused`]). The
+/// operator asks whether it still holds its lease.
+pub type WriteGate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Who GitHub says the client's credential is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The login GitHub shows as the author of what this credential creates (`slug[bot]` for a
+    /// GitHub App installation).
+    pub login: String,
+    pub kind: IdentityKind,
+}
+
+/// A user's token or a GitHub App.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityKind {
+    User,
+    App { slug: String },
+}
+
 /// Builds a [`GitHubClient`]; see [`GitHubClient::builder`].
 pub struct GitHubClientBuilder {
+    write_gate: Option<WriteGate>,
     credentials: Credentials,
     api_url: String,
     timeouts: Timeouts,
@@ -100,6 +122,12 @@ impl GitHubClientBuilder {
     /// Where content-creating calls are paced; default [`PacerRegistry::global`].
     pub fn pacing(mut self, registry: PacerRegistry) -> Self {
         self.pacing = Some(registry);
+        self
+    }
+
+    /// Asked right before every repository write is sent (see [`WriteGate`]).
+    pub fn write_gate(mut self, gate: WriteGate) -> Self {
+        self.write_gate = Some(gate);
         self
     }
 
@@ -183,6 +211,8 @@ impl GitHubClientBuilder {
                 credential,
                 pacer,
                 hook: self.hook,
+                write_gate: self.write_gate,
+                identity: tokio::sync::OnceCell::new(),
                 timeouts: self.timeouts,
                 page_size: self.page_size,
                 lookup_max_pages: self.lookup_max_pages,
@@ -232,6 +262,9 @@ pub(crate) struct Inner {
     credential: CredentialId,
     pacer: Arc<Pacer>,
     hook: Option<RequestHook>,
+    write_gate: Option<WriteGate>,
+    /// Who the credential is, once asked (it never changes for a client).
+    identity: tokio::sync::OnceCell<Identity>,
     timeouts: Timeouts,
     pub(crate) page_size: u32,
     pub(crate) lookup_max_pages: u32,
@@ -499,6 +532,7 @@ impl GitHubClient {
             timeouts: Timeouts::default(),
             pacing: None,
             hook: None,
+            write_gate: None,
             page_size: DEFAULT_PAGE_SIZE,
             lookup_max_pages: DEFAULT_LOOKUP_MAX_PAGES,
             branch_max_pages: DEFAULT_BRANCH_MAX_PAGES,
@@ -522,6 +556,45 @@ impl GitHubClient {
             NO_RATE_LIMIT_SEEN => None,
             remaining => Some(remaining),
         }
+    }
+
+    /// Who GitHub says this credential is: `GET /user` for a token, `GET /app` (with the App's
+    /// JWT) for a GitHub App, whose installation acts as `slug[bot]`. Asked once per client.
+    pub async fn identity(&self) -> Result<Identity> {
+        #[derive(serde::Deserialize)]
+        struct User {
+            login: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct App {
+            slug: String,
+        }
+        self.inner
+            .identity
+            .get_or_try_init(|| async {
+                match &self.inner.auth {
+                    Auth::Token(_) => {
+                        let user: User = self
+                            .fetch(Call::get("users.get-authenticated", "/user".into()))
+                            .await?;
+                        Ok(Identity {
+                            login: user.login,
+                            kind: IdentityKind::User,
+                        })
+                    }
+                    Auth::App { .. } => {
+                        let mut call = Call::get("apps.get-authenticated", "/app".into());
+                        call.auth = CallAuth::AppJwt;
+                        let app: App = self.fetch(call).await?;
+                        Ok(Identity {
+                            login: format!("{}[bot]", app.slug),
+                            kind: IdentityKind::App { slug: app.slug },
+                        })
+                    }
+                }
+            })
+            .await
+            .cloned()
     }
 
     pub(crate) fn app_signer(&self) -> Result<&AppSigner> {
@@ -599,6 +672,18 @@ impl GitHubClient {
             } else {
                 None
             };
+            // The last moment before a repository write goes out (after the pacing wait and
+            // any token refresh): a replica that lost its lease meanwhile sends nothing.
+            // Token exchanges and revocations (their own credentials) change no repository.
+            if call.method != Method::GET
+                && matches!(call.auth, CallAuth::Client)
+                && let Some(gate) = &self.inner.write_gate
+                && !gate()
+            {
+                return Err(Error::WriteRefused {
+                    endpoint: call.endpoint,
+                });
+            }
             let reply = self.send_once(&call, header).await;
             drop(permit);
             let reply = reply?;

@@ -70,6 +70,11 @@ pub enum Error {
     /// cannot do (installation tokens without a GitHub App).
     #[error("invalid GitHub client configuration: {reason}")]
     Config { reason: String },
+
+    /// The write gate refused a write at the last moment (this replica no longer leads): the
+    /// request was not sent.
+    #[error("{endpoint} not sent: this replica is no longer the leader")]
+    WriteRefused { endpoint: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -91,6 +96,7 @@ impl Error {
             Error::InvalidRepository { .. } => "invalid_repository",
             Error::InvalidCredentials { .. } => "invalid_credentials",
             Error::Config { .. } => "config",
+            Error::WriteRefused { .. } => "write_refused",
         }
     }
 

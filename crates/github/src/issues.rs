@@ -3,7 +3,7 @@
 use crate::client::{Call, GitHubClient};
 use crate::error::Result;
 use crate::marker::{has_marker, with_marker};
-use crate::models::{Comment, Issue, NewIssue, WireComment, WireIssue};
+use crate::models::{Comment, Issue, NewIssue, WireComment, WireIssue, authored_by};
 use crate::repo::RepoRef;
 use crate::repos::repo_path;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -65,7 +65,8 @@ impl GitHubClient {
         Ok(wire.into())
     }
 
-    /// The newest issue (not pull request) whose body carries `marker`, among issues created
+    /// The newest issue (not pull request) authored by `author` whose body carries `marker`
+    /// (another author's copy of the marker is never adopted), among issues created
     /// at or after `since` (the attempt's start by the operator's clock, widened by
     /// [`CLOCK_SKEW_ALLOWANCE`]; `None`: no bound). Lists
     /// `GET /repos/{owner}/{repo}/issues?state=all&sort=created&direction=desc`.
@@ -73,6 +74,7 @@ impl GitHubClient {
         &self,
         repo: &RepoRef,
         marker: &str,
+        author: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<Option<Issue>> {
         let since = since.map(|since| since - CLOCK_SKEW_ALLOWANCE);
@@ -96,6 +98,7 @@ impl GitHubClient {
                 |issue| since.is_some_and(|since| issue.created_at < since),
                 |issue| {
                     issue.pull_request.is_none()
+                        && authored_by(issue.user.as_ref(), author)
                         && issue.body.as_deref().is_some_and(|b| has_marker(b, marker))
                 },
             )
@@ -103,13 +106,15 @@ impl GitHubClient {
         Ok(found.map(Issue::from))
     }
 
-    /// The newest comment on issue or pull request `number` whose body carries `marker`
+    /// The newest comment by `author` on issue or pull request `number` whose body carries
+    /// `marker`
     /// (`GET /repos/{owner}/{repo}/issues/{number}/comments`, from the last page backwards).
     pub async fn find_comment_by_marker(
         &self,
         repo: &RepoRef,
         number: u64,
         marker: &str,
+        author: &str,
     ) -> Result<Option<Comment>> {
         let path = format!("{}/issues/{number}/comments", repo_path(repo));
         let found = self
@@ -121,10 +126,11 @@ impl GitHubClient {
                     )
                 },
                 |comment| {
-                    comment
-                        .body
-                        .as_deref()
-                        .is_some_and(|b| has_marker(b, marker))
+                    authored_by(comment.user.as_ref(), author)
+                        && comment
+                            .body
+                            .as_deref()
+                            .is_some_and(|b| has_marker(b, marker))
                 },
             )
             .await?;

@@ -15,7 +15,6 @@ mod app;
 pub mod auth;
 mod client;
 pub mod error;
-mod head;
 mod issues;
 mod lookup;
 pub mod marker;
@@ -29,10 +28,10 @@ mod repos;
 pub use auth::{AppJwtClaims, CredentialId, Credentials, InstallationToken, app_jwt_claims};
 pub use client::{
     API_VERSION, DEFAULT_API_URL, DEFAULT_BRANCH_MAX_PAGES, DEFAULT_LOOKUP_MAX_PAGES,
-    DEFAULT_PAGE_SIZE, GitHubClient, GitHubClientBuilder, TOKEN_REFRESH_MARGIN, Timeouts,
+    DEFAULT_PAGE_SIZE, GitHubClient, GitHubClientBuilder, Identity, IdentityKind,
+    TOKEN_REFRESH_MARGIN, Timeouts, WriteGate,
 };
 pub use error::{Error, ErrorKind, Result, classify, classify_at};
-pub use head::select_head_branch;
 pub use issues::CLOCK_SKEW_ALLOWANCE;
 pub use marker::{has_marker, marker, with_marker};
 pub use metrics::{RequestHook, RequestOutcome};

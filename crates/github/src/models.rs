@@ -178,6 +178,39 @@ pub(crate) struct WireUser {
     pub login: String,
 }
 
+/// One entry of `GET /repos/{owner}/{repo}/activity`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WireActivity {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub after: String,
+    pub timestamp: DateTime<Utc>,
+    pub activity_type: String,
+}
+
+/// Whether `user` is `author` (GitHub logins are case-insensitive).
+pub(crate) fn authored_by(user: Option<&WireUser>, author: &str) -> bool {
+    user.is_some_and(|u| u.login.eq_ignore_ascii_case(author))
+}
+
+/// Whose pull requests an auto-selection may pick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authors {
+    /// Anyone's.
+    Any,
+    /// Only these logins' (case-insensitive).
+    Logins(Vec<String>),
+}
+
+impl Authors {
+    pub(crate) fn allow(&self, user: Option<&WireUser>) -> bool {
+        match self {
+            Authors::Any => true,
+            Authors::Logins(logins) => logins.iter().any(|l| authored_by(user, l)),
+        }
+    }
+}
+
 fn login(user: Option<WireUser>) -> Option<String> {
     user.map(|u| u.login)
 }

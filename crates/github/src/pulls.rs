@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use crate::issues::CLOCK_SKEW_ALLOWANCE;
 use crate::marker::{has_marker, with_marker};
 use crate::models::{
-    MergeRequest, MergeResult, NewPull, Pull, Review, WireMerge, WirePull, WireReview,
+    Authors, MergeRequest, MergeResult, NewPull, Pull, Review, WireMerge, WirePull, WireReview,
+    authored_by,
 };
 use crate::repo::RepoRef;
 use crate::repos::repo_path;
@@ -72,18 +73,34 @@ impl GitHubClient {
         Ok((!pulls.is_empty()).then(|| pulls.swap_remove(open)))
     }
 
-    /// The most recently created open pull request.
-    /// `GET /repos/{owner}/{repo}/pulls?state=open&sort=created&direction=desc&per_page=1`.
-    pub async fn newest_open_pull(&self, repo: &RepoRef) -> Result<Option<Pull>> {
-        let call = Call::get(
-            "GET /repos/{owner}/{repo}/pulls",
-            format!("{}/pulls", repo_path(repo)),
-        )
-        .query("state", "open")
-        .query("sort", "created")
-        .query("direction", "desc");
-        let listed = self.page::<WirePull>(call, 1, 1).await?;
-        Ok(listed.items.into_iter().next().map(Pull::from))
+    /// The most recently created open pull request whose author `authors` allows, among the
+    /// newest [`DEFAULT_LOOKUP_MAX_PAGES`](crate::DEFAULT_LOOKUP_MAX_PAGES) pages.
+    /// `GET /repos/{owner}/{repo}/pulls?state=open&sort=created&direction=desc` (one item per
+    /// page when any author will do).
+    pub async fn newest_open_pull(
+        &self,
+        repo: &RepoRef,
+        authors: &Authors,
+    ) -> Result<Option<Pull>> {
+        let path = format!("{}/pulls", repo_path(repo));
+        let call = || {
+            Call::get("GET /repos/{owner}/{repo}/pulls", path.clone())
+                .query("state", "open")
+                .query("sort", "created")
+                .query("direction", "desc")
+        };
+        if *authors == Authors::Any {
+            let listed = self.page::<WirePull>(call(), 1, 1).await?;
+            return Ok(listed.items.into_iter().next().map(Pull::from));
+        }
+        let found = self
+            .find_newest_first::<WirePull>(
+                call,
+                |_| false,
+                |pull| authors.allow(pull.user.as_ref()),
+            )
+            .await?;
+        Ok(found.map(Pull::from))
     }
 
     /// `GET /repos/{owner}/{repo}/pulls/{number}`.
@@ -97,13 +114,15 @@ impl GitHubClient {
         Ok(wire.into())
     }
 
-    /// The newest pull request (any state) whose body carries `marker`, among those created at
+    /// The newest pull request (any state) by `author` whose body carries `marker`, among those
+    /// created at
     /// or after `since` (widened by [`CLOCK_SKEW_ALLOWANCE`]).
     /// `GET /repos/{owner}/{repo}/pulls?state=all&sort=created&direction=desc`.
     pub async fn find_pull_by_marker(
         &self,
         repo: &RepoRef,
         marker: &str,
+        author: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<Option<Pull>> {
         let since = since.map(|since| since - CLOCK_SKEW_ALLOWANCE);
@@ -117,7 +136,10 @@ impl GitHubClient {
                         .query("direction", "desc")
                 },
                 |pull| since.is_some_and(|since| pull.created_at < since),
-                |pull| pull.body.as_deref().is_some_and(|b| has_marker(b, marker)),
+                |pull| {
+                    authored_by(pull.user.as_ref(), author)
+                        && pull.body.as_deref().is_some_and(|b| has_marker(b, marker))
+                },
             )
             .await?;
         Ok(found.map(Pull::from))
@@ -160,13 +182,14 @@ impl GitHubClient {
         Ok(wire.into())
     }
 
-    /// The newest review on pull request `number` whose body carries `marker`
+    /// The newest review by `author` on pull request `number` whose body carries `marker`
     /// (`GET /repos/{owner}/{repo}/pulls/{number}/reviews`, from the last page backwards).
     pub async fn find_review_by_marker(
         &self,
         repo: &RepoRef,
         number: u64,
         marker: &str,
+        author: &str,
     ) -> Result<Option<Review>> {
         let path = format!("{}/pulls/{number}/reviews", repo_path(repo));
         let found = self
@@ -178,10 +201,11 @@ impl GitHubClient {
                     )
                 },
                 |review| {
-                    review
-                        .body
-                        .as_deref()
-                        .is_some_and(|b| has_marker(b, marker))
+                    authored_by(review.user.as_ref(), author)
+                        && review
+                            .body
+                            .as_deref()
+                            .is_some_and(|b| has_marker(b, marker))
                 },
             )
             .await?;

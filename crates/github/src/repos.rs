@@ -2,17 +2,11 @@
 
 use crate::client::{Call, GitHubClient, path_segment};
 use crate::error::Result;
-use crate::head::select_head_branch;
 use crate::models::{
-    Branch, BranchHead, Commit, Repository, WireBranch, WireCommit, WireRepository,
+    Branch, BranchHead, Commit, Repository, WireActivity, WireBranch, WireCommit, WireRepository,
 };
 use crate::repo::RepoRef;
-use chrono::DateTime;
-use futures::{StreamExt, TryStreamExt};
-use std::collections::{BTreeSet, HashMap};
-
-/// Commits fetched at once while resolving the head branch.
-const COMMIT_FETCH_CONCURRENCY: usize = 4;
+use std::collections::BTreeSet;
 
 pub(crate) fn repo_path(repo: &RepoRef) -> String {
     format!(
@@ -69,45 +63,141 @@ impl GitHubClient {
         Ok(wire.into())
     }
 
-    /// The branch whose head commit has the newest committer date, excluding `base` (ties:
-    /// first name). Lists all branches, then fetches each distinct head commit.
-    /// `None` when the repository has no branch besides `base`.
+    /// The most recently pushed branch, excluding `base` and branches deleted since (ties: the
+    /// first name), from one page of the repository activity API — one request whatever the
+    /// number of branches. `None` when none of the newest [`ACTIVITY_PAGE`] ref changes is a
+    /// push to another branch that still exists.
+    /// `GET /repos/{owner}/{repo}/activity?direction=desc&per_page=100`.
     pub async fn resolve_head_branch(
         &self,
         repo: &RepoRef,
         base: &str,
     ) -> Result<Option<BranchHead>> {
-        let branches = self.branches(repo).await?;
-        // Owned SHAs: a stream of futures borrowing `&str` items is not `Send` for every
-        // lifetime, which the operator's spawned reconcilers require.
-        let shas: BTreeSet<String> = branches
-            .iter()
-            .filter(|branch| branch.name != base)
-            .map(|branch| branch.sha.clone())
-            .collect();
-        let dates: HashMap<String, DateTime<chrono::Utc>> = futures::stream::iter(shas)
-            .map(|sha: String| async move {
-                let commit = self.commit(repo, &sha).await?;
-                let date = commit
-                    .committed_at
-                    .or(commit.authored_at)
-                    .unwrap_or(DateTime::<chrono::Utc>::MIN_UTC);
-                Ok::<_, crate::Error>((sha.to_string(), date))
-            })
-            .buffer_unordered(COMMIT_FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let heads: Vec<BranchHead> = branches
-            .into_iter()
-            .filter_map(|branch| {
-                let committed_at = *dates.get(&branch.sha)?;
-                Some(BranchHead {
-                    name: branch.name,
-                    sha: branch.sha,
-                    committed_at,
-                })
-            })
-            .collect();
-        Ok(select_head_branch(&heads, base).cloned())
+        let call = Call::get(
+            "GET /repos/{owner}/{repo}/activity",
+            format!("{}/activity", repo_path(repo)),
+        )
+        .query("direction", "desc");
+        let listed = self.page::<WireActivity>(call, ACTIVITY_PAGE, 1).await?;
+        Ok(newest_pushed_branch(&listed.items, base))
+    }
+}
+
+/// Ref changes read at once while resolving the head branch (GitHub's maximum page).
+pub const ACTIVITY_PAGE: u32 = 100;
+
+/// The newest push to a branch other than `base` that was not deleted afterwards, from
+/// activity entries newest first (ties: the first name).
+pub(crate) fn newest_pushed_branch(entries: &[WireActivity], base: &str) -> Option<BranchHead> {
+    let mut deleted: BTreeSet<&str> = BTreeSet::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut best: Option<BranchHead> = None;
+    for entry in entries {
+        let Some(branch) = entry.reference.strip_prefix("refs/heads/") else {
+            continue;
+        };
+        if entry.activity_type == "branch_deletion" {
+            deleted.insert(branch);
+            continue;
+        }
+        // Only the newest change of each branch counts.
+        if branch == base || deleted.contains(branch) || !seen.insert(branch) {
+            continue;
+        }
+        let candidate = BranchHead {
+            name: branch.to_string(),
+            sha: entry.after.clone(),
+            committed_at: entry.timestamp,
+        };
+        let better = best.as_ref().is_none_or(|b| {
+            candidate.committed_at > b.committed_at
+                || (candidate.committed_at == b.committed_at && candidate.name < b.name)
+        });
+        if better {
+            best = Some(candidate);
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    fn entry(branch: &str, kind: &str, secs: i64, after: &str) -> WireActivity {
+        WireActivity {
+            reference: format!("refs/heads/{branch}"),
+            after: after.to_string(),
+            timestamp: DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+            activity_type: kind.to_string(),
+        }
+    }
+
+    fn pick(entries: &[WireActivity], base: &str) -> Option<(String, String)> {
+        newest_pushed_branch(entries, base).map(|b| (b.name, b.sha))
+    }
+
+    /// (case, activity newest first, the branch and SHA chosen).
+    type Case = (&'static str, Vec<WireActivity>, Option<(&'static str, &'static str)>);
+
+    #[test]
+    fn the_newest_push_to_another_live_branch_wins() {
+        let table: Vec<Case> = vec![
+            ("nothing", vec![], None),
+            (
+                "only the base moved",
+                vec![entry("main", "push", 9, "m")],
+                None,
+            ),
+            (
+                "newest first; the base is skipped",
+                vec![
+                    entry("main", "pr_merge", 9, "m"),
+                    entry("b", "push", 8, "b2"),
+                    entry("a", "push", 7, "a1"),
+                ],
+                Some(("b", "b2")),
+            ),
+            (
+                "a branch deleted after its push is skipped",
+                vec![
+                    entry("b", "branch_deletion", 9, "0"),
+                    entry("b", "push", 8, "b2"),
+                    entry("a", "force_push", 7, "a1"),
+                ],
+                Some(("a", "a1")),
+            ),
+            (
+                "only the newest change of a branch counts",
+                vec![
+                    entry("a", "push", 9, "a2"),
+                    entry("a", "branch_creation", 1, "a1"),
+                ],
+                Some(("a", "a2")),
+            ),
+            (
+                "a tie goes to the first name",
+                vec![
+                    entry("zeta", "push", 5, "z"),
+                    entry("alpha", "push", 5, "x"),
+                ],
+                Some(("alpha", "x")),
+            ),
+        ];
+        for (name, entries, want) in table {
+            let want = want.map(|(b, s)| (b.to_string(), s.to_string()));
+            assert_eq!(pick(&entries, "main"), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn tags_are_not_branches() {
+        let mut tag = entry("v1", "push", 9, "t");
+        tag.reference = "refs/tags/v1".into();
+        assert_eq!(
+            pick(&[tag, entry("a", "push", 1, "a1")], "main"),
+            Some(("a".into(), "a1".into()))
+        );
     }
 }

@@ -131,6 +131,8 @@ pub struct GitHubClients {
     timeouts: Timeouts,
     /// Given every client built (request metrics).
     hook: Option<RequestHook>,
+    /// Asked by every client right before each repository write (leadership).
+    gate: Option<ccplant_github::WriteGate>,
     clients: Mutex<HashMap<SecretLocation, (String, GitHub)>>,
 }
 
@@ -142,6 +144,16 @@ impl std::fmt::Debug for GitHubClients {
 
 impl GitHubClients {
     pub fn new(api_url: &str, timeout: std::time::Duration, hook: Option<RequestHook>) -> Self {
+        Self::with_gate(api_url, timeout, hook, None)
+    }
+
+    /// [`GitHubClients::new`] whose clients ask `gate` right before every repository write.
+    pub fn with_gate(
+        api_url: &str,
+        timeout: std::time::Duration,
+        hook: Option<RequestHook>,
+        gate: Option<ccplant_github::WriteGate>,
+    ) -> Self {
         let timeouts = Timeouts {
             connect: timeout.min(std::time::Duration::from_secs(10)),
             read: timeout,
@@ -151,6 +163,7 @@ impl GitHubClients {
             api_url: api_url.to_string(),
             timeouts,
             hook,
+            gate,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -195,6 +208,9 @@ impl GitHubClients {
             .timeouts(self.timeouts);
         if let Some(hook) = &self.hook {
             builder = builder.on_request(hook.clone());
+        }
+        if let Some(gate) = &self.gate {
+            builder = builder.write_gate(gate.clone());
         }
         let client = builder
             .build()

@@ -7,6 +7,7 @@ pub mod context;
 pub mod crdgen;
 pub mod credentials;
 pub mod events;
+pub mod github_credential;
 pub mod github_task;
 pub mod guard;
 pub mod http;

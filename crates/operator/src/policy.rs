@@ -219,6 +219,11 @@ impl PolicyCaches {
         )
     }
 
+    /// Signals of the GitHubCredential cache's first complete list (for a shutdown before it).
+    pub fn credentials_synced(&self) -> watch::Receiver<bool> {
+        self.synced[0].clone()
+    }
+
     /// True once both caches completed their first list.
     pub fn is_ready(&self) -> bool {
         self.synced.iter().all(|s| *s.borrow())

@@ -106,10 +106,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         crate::events::REPORTING_CONTROLLER,
         &identity,
     );
-    let github = GitHubClients::new(
+    // Every GitHub write re-checks the lease by its own deadline right before it is sent.
+    let gate_leadership = leadership.clone();
+    let github = GitHubClients::with_gate(
         &args.github_api_url,
         args.github_timeout,
         Some(metrics.github_hook()),
+        Some(std::sync::Arc::new(move || gate_leadership.may_write())),
     );
     let ctx = Context::new(
         client.clone(),
@@ -157,10 +160,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .context("the policy caches are fed once")?;
     let (credentials, namespaces) = feeds.start(client.clone());
     let policy_feeds = tokio::spawn(namespaces);
-    // The GitHubCredential status controller consumes this watch (next commit).
-    let mut controllers = vec![tokio::spawn(
-        credentials.for_each(|_| futures::future::ready(())),
-    )];
+    let mut controllers = vec![tokio::spawn(crate::github_credential::run(
+        ctx.clone(),
+        credentials,
+    ))];
     for scope in scopes {
         // One AgentSession watch per scope serves both controllers: the session controller
         // reconciles from it, the task controller hears of the sessions it waits for.

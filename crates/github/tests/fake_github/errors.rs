@@ -251,7 +251,7 @@ async fn lost_response_after_create_issue_is_found_by_its_marker() -> Result<()>
     );
 
     let found = client
-        .find_issue_by_marker(&env.repo, &marker, Some(attempt))
+        .find_issue_by_marker(&env.repo, &marker, LOGIN, Some(attempt))
         .await?;
     let found = found.ok_or_else(|| anyhow::anyhow!("the issue was not found by its marker"))?;
     assert_eq!(serde_json::json!(found.number), stored[0]["number"]);

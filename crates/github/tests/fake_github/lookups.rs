@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use anyhow::Result;
-use ccplant_github::{CLOCK_SKEW_ALLOWANCE, NewIssue, NewPull};
+use ccplant_github::{Authors, CLOCK_SKEW_ALLOWANCE, NewIssue, NewPull};
 use chrono::{SecondsFormat, TimeDelta};
 
 fn issue(title: &str) -> NewIssue {
@@ -62,7 +62,7 @@ async fn find_issue_by_marker_walks_newest_first_over_three_pages_and_skips_pull
     env.fake.clear_requests();
 
     let found = client
-        .find_issue_by_marker(&env.repo, &marker, None)
+        .find_issue_by_marker(&env.repo, &marker, LOGIN, None)
         .await?;
 
     assert_eq!(found.as_ref().map(|i| i.number), Some(wanted.number));
@@ -99,7 +99,7 @@ async fn find_issue_by_marker_stops_at_the_page_bound_and_when_nothing_matches()
     // The wanted issue is on page 3, beyond the bound of two pages.
     assert_eq!(
         client
-            .find_issue_by_marker(&env.repo, &marker, None)
+            .find_issue_by_marker(&env.repo, &marker, LOGIN, None)
             .await?,
         None
     );
@@ -110,7 +110,7 @@ async fn find_issue_by_marker_stops_at_the_page_bound_and_when_nothing_matches()
     let missing = task_marker("never-written");
     assert_eq!(
         unbounded
-            .find_issue_by_marker(&env.repo, &missing, None)
+            .find_issue_by_marker(&env.repo, &missing, LOGIN, None)
             .await?,
         None
     );
@@ -134,7 +134,7 @@ async fn find_issue_by_marker_since_bounds_the_walk() -> Result<()> {
     let attempt = now_secs() - TimeDelta::seconds(5);
     env.fake.clear_requests();
     let found = client
-        .find_issue_by_marker(&env.repo, &marker, Some(attempt))
+        .find_issue_by_marker(&env.repo, &marker, LOGIN, Some(attempt))
         .await?;
     assert_eq!(found.map(|i| i.number), Some(created.number));
     let since = (attempt - CLOCK_SKEW_ALLOWANCE).to_rfc3339_opts(SecondsFormat::Secs, true);
@@ -157,7 +157,7 @@ async fn find_issue_by_marker_since_bounds_the_walk() -> Result<()> {
     let later = now_secs() + TimeDelta::hours(1);
     assert_eq!(
         client
-            .find_issue_by_marker(&env.repo, &marker, Some(later))
+            .find_issue_by_marker(&env.repo, &marker, LOGIN, Some(later))
             .await?,
         None
     );
@@ -189,7 +189,7 @@ async fn find_comment_by_marker_reads_the_last_page_first() -> Result<()> {
     env.fake.clear_requests();
 
     let found = client
-        .find_comment_by_marker(&env.repo, parent.number, &marker)
+        .find_comment_by_marker(&env.repo, parent.number, &marker, LOGIN)
         .await?;
 
     assert_eq!(found.map(|c| c.id), Some(ids[1]));
@@ -208,7 +208,7 @@ async fn find_comment_by_marker_reads_the_last_page_first() -> Result<()> {
         .await?;
     env.fake.clear_requests();
     let found = client
-        .find_comment_by_marker(&env.repo, parent.number, &marker)
+        .find_comment_by_marker(&env.repo, parent.number, &marker, LOGIN)
         .await?;
     assert_eq!(found.map(|c| c.id), Some(newest.id));
     assert_eq!(env.requests(), vec![page("1"), page("3")]);
@@ -267,7 +267,7 @@ async fn find_review_and_pull_by_marker() -> Result<()> {
     env.fake.clear_requests();
 
     let found = reviewer
-        .find_review_by_marker(&env.repo, pull.number, &marker)
+        .find_review_by_marker(&env.repo, pull.number, &marker, REVIEWER)
         .await?;
     assert_eq!(found.map(|r| r.id), Some(wanted.id));
     let page = |p: &str| {
@@ -279,14 +279,14 @@ async fn find_review_and_pull_by_marker() -> Result<()> {
     assert_eq!(env.requests(), vec![page("1"), page("2")]);
     assert_eq!(
         reviewer
-            .find_review_by_marker(&env.repo, pull.number, &task_marker("none"))
+            .find_review_by_marker(&env.repo, pull.number, &task_marker("none"), REVIEWER)
             .await?,
         None
     );
 
     env.fake.clear_requests();
     let found = author
-        .find_pull_by_marker(&env.repo, &pr_marker, Some(now_secs()))
+        .find_pull_by_marker(&env.repo, &pr_marker, LOGIN, Some(now_secs()))
         .await?;
     assert_eq!(found.map(|p| p.number), Some(pull.number));
     assert_eq!(
@@ -302,5 +302,138 @@ async fn find_review_and_pull_by_marker() -> Result<()> {
             ]
         )]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_marker_copied_by_another_author_is_never_adopted() -> Result<()> {
+    let env = Env::start().await?;
+    let marker = task_marker("adopt-me");
+    // Someone else copies the task's marker into an issue of their own.
+    let outsider = env.token_builder(REVIEWER_TOKEN).build()?;
+    outsider
+        .create_issue(
+            &env.repo,
+            &NewIssue {
+                title: "copycat".into(),
+                ..Default::default()
+            },
+            &marker,
+        )
+        .await?;
+    let client = env.client()?;
+    assert_eq!(
+        client
+            .find_issue_by_marker(&env.repo, &marker, LOGIN, None)
+            .await?,
+        None,
+        "another author's copy is not our earlier effect"
+    );
+    // Our own issue with the marker is found, the copy still skipped.
+    let ours = client
+        .create_issue(
+            &env.repo,
+            &NewIssue {
+                title: "ours".into(),
+                ..Default::default()
+            },
+            &marker,
+        )
+        .await?;
+    let found = client
+        .find_issue_by_marker(&env.repo, &marker, LOGIN, None)
+        .await?;
+    assert_eq!(found.map(|i| i.number), Some(ours.number));
+    // Logins compare case-insensitively, as GitHub's do.
+    let found = client
+        .find_issue_by_marker(&env.repo, &marker, &LOGIN.to_uppercase(), None)
+        .await?;
+    assert_eq!(found.map(|i| i.number), Some(ours.number));
+    Ok(())
+}
+
+#[tokio::test]
+async fn newest_open_pull_picks_only_among_allowed_authors() -> Result<()> {
+    let env = Env::start().await?;
+    env.push("mine", "mine", now_secs());
+    env.push("theirs", "theirs", now_secs());
+    let me = env.token_builder(TOKEN).build()?;
+    let outsider = env.token_builder(REVIEWER_TOKEN).build()?;
+    let pull = |head: &str| NewPull {
+        head: head.into(),
+        base: "main".into(),
+        title: head.into(),
+        body: String::new(),
+        draft: false,
+    };
+    me.create_pull(&env.repo, &pull("mine"), &task_marker("a"))
+        .await?;
+    // A newer pull request by someone else.
+    outsider
+        .create_pull(&env.repo, &pull("theirs"), "<!-- x -->")
+        .await?;
+    let pick = |authors: Authors| {
+        let me = me.clone();
+        let repo = env.repo.clone();
+        async move {
+            me.newest_open_pull(&repo, &authors)
+                .await
+                .map(|p| p.map(|p| p.head.ref_name))
+        }
+    };
+    assert_eq!(
+        pick(Authors::Logins(vec![LOGIN.into()])).await?,
+        Some("mine".into())
+    );
+    assert_eq!(pick(Authors::Any).await?, Some("theirs".into()));
+    assert_eq!(pick(Authors::Logins(vec!["nobody".into()])).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn identity_is_asked_once_per_client() -> Result<()> {
+    let env = Env::start().await?;
+    let client = env.client()?;
+    env.fake.clear_requests();
+    for _ in 0..3 {
+        let identity = client.identity().await?;
+        assert_eq!(identity.login, LOGIN);
+        assert_eq!(identity.kind, ccplant_github::IdentityKind::User);
+    }
+    assert_eq!(env.requests(), vec![get("/user", &[])]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_closed_write_gate_sends_nothing() -> Result<()> {
+    let env = Env::start().await?;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = open.clone();
+    let client = env
+        .token_builder(TOKEN)
+        .write_gate(std::sync::Arc::new(move || {
+            gate.load(std::sync::atomic::Ordering::SeqCst)
+        }))
+        .build()?;
+    let issue = NewIssue {
+        title: "gated".into(),
+        ..Default::default()
+    };
+    client
+        .create_issue(&env.repo, &issue, &task_marker("g"))
+        .await?;
+    open.store(false, std::sync::atomic::Ordering::SeqCst);
+    env.fake.clear_requests();
+    let refused = client
+        .create_issue(&env.repo, &issue, &task_marker("g"))
+        .await;
+    assert!(
+        matches!(refused, Err(ccplant_github::Error::WriteRefused { .. })),
+        "{refused:?}"
+    );
+    // Reads still go out; the write did not.
+    client.repository(&env.repo).await?;
+    assert_eq!(env.requests(), vec![get("/repos/octo/hello", &[])]);
+    assert_eq!(env.fake.issues(OWNER, REPO).len(), 1);
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use anyhow::Result;
-use ccplant_github::{BranchHead, Error, MergeRequest, NewIssue, NewPull};
+use ccplant_github::{Authors, BranchHead, Error, MergeRequest, NewIssue, NewPull};
 use chrono::TimeDelta;
 use serde_json::json;
 
@@ -139,24 +139,25 @@ async fn create_comment_posts_to_the_issue() -> Result<()> {
 }
 
 #[tokio::test]
-async fn resolve_head_branch_pages_through_branches_and_picks_the_newest_commit() -> Result<()> {
+async fn resolve_head_branch_reads_one_activity_page_whatever_the_branch_count() -> Result<()> {
     let env = Env::start().await?;
     let now = now_secs();
-    let hours = |h: i64| now - TimeDelta::hours(h);
-    // main has the newest commit of all but is the base.
-    env.push("main", "main moves on", now);
-    let mut shas = Vec::new();
-    for (branch, age) in [
-        ("feature-a", 5),
-        ("feature-b", 1),
-        ("feature-c", 1), // same instant as feature-b: the name decides
-        ("feature-d", 3),
-        ("feature-e", 2),
-        ("feature-f", 4),
-    ] {
-        shas.push(env.push(branch, &format!("work on {branch}"), hours(age)));
+    let mins = |m: i64| now - TimeDelta::minutes(m);
+    // 300 branches, pushed one minute apart (branch-000 the oldest)…
+    for i in 0..300 {
+        env.push(
+            &format!("branch-{i:03}"),
+            &format!("work {i}"),
+            mins(400 - i),
+        );
     }
-    let client = env.token_builder(TOKEN).page_size(3).build()?;
+    // …then: main moves on (the base, skipped), a newer branch is pushed and deleted again
+    // (skipped), and the newest surviving push is to branch-042.
+    env.push("main", "main moves on", mins(50));
+    let newest = env.push("branch-042", "late fix", mins(40));
+    env.push("gone", "short-lived", mins(30));
+    assert!(env.fake.delete_branch(OWNER, REPO, "gone", mins(20)));
+    let client = env.client()?;
     env.fake.clear_requests();
 
     let head = client.resolve_head_branch(&env.repo, "main").await?;
@@ -164,33 +165,23 @@ async fn resolve_head_branch_pages_through_branches_and_picks_the_newest_commit(
     assert_eq!(
         head,
         Some(BranchHead {
-            name: "feature-b".into(),
-            sha: shas[1].clone(),
-            committed_at: hours(1),
+            name: "branch-042".into(),
+            sha: newest,
+            committed_at: mins(40),
         })
     );
     let requests = env.requests();
-    // Seven branches at three per page: three pages, by explicit page number.
-    let branch_page = |page: &str| {
-        get(
-            "/repos/octo/hello/branches",
-            &[("per_page", "3"), ("page", page)],
-        )
-    };
-    assert_eq!(
-        requests[..3],
-        [branch_page("1"), branch_page("2"), branch_page("3")]
+    eprintln!(
+        "head selection at 301 branches: {} request(s)",
+        requests.len()
     );
-    // Then each candidate's head commit once (fetched concurrently, so in any order); main's
-    // commit is not fetched.
-    let mut commit_paths: Vec<String> = requests[3..].iter().map(|r| r.path.clone()).collect();
-    commit_paths.sort();
-    let mut expected: Vec<String> = shas
-        .iter()
-        .map(|sha| format!("/repos/octo/hello/commits/{sha}"))
-        .collect();
-    expected.sort();
-    assert_eq!(commit_paths, expected);
+    assert_eq!(
+        requests,
+        vec![get(
+            "/repos/octo/hello/activity",
+            &[("direction", "desc"), ("per_page", "100"), ("page", "1")]
+        )]
+    );
     Ok(())
 }
 
@@ -338,7 +329,10 @@ async fn create_pull_with_an_unknown_head_is_a_user_error() -> Result<()> {
 async fn newest_open_pull_asks_for_one_pull_sorted_by_creation() -> Result<()> {
     let env = Env::start().await?;
     let client = env.client()?;
-    assert_eq!(client.newest_open_pull(&env.repo).await?, None);
+    assert_eq!(
+        client.newest_open_pull(&env.repo, &Authors::Any).await?,
+        None
+    );
     env.push("first", "one", now_secs());
     env.push("second", "two", now_secs());
     client
@@ -349,7 +343,7 @@ async fn newest_open_pull_asks_for_one_pull_sorted_by_creation() -> Result<()> {
         .await?;
     env.fake.clear_requests();
 
-    let newest = client.newest_open_pull(&env.repo).await?;
+    let newest = client.newest_open_pull(&env.repo, &Authors::Any).await?;
     assert_eq!(
         newest.map(|p| (p.number, p.head.ref_name)),
         Some((2, "second".to_string()))

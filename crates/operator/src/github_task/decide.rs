@@ -310,8 +310,8 @@ pub fn conclude(
             sb.rate_limited(*reset_at, message.clone())
         }
         Err(StepError::Transient { message }) => sb.transient(&task.spec.retry, message.clone()),
-        // Not a GitHub outcome: the reconcile returns the error instead.
-        Err(StepError::Kube(_)) => (sb.status(), Outcome::Done),
+        // Not a GitHub outcome: the reconcile steps back instead.
+        Err(StepError::Kube(_) | StepError::NotLeader(_)) => (sb.status(), Outcome::Done),
     };
     let requeue = match next {
         Outcome::Done => None,

@@ -284,6 +284,11 @@ async fn run_attempt(ctx: &Context, task: &GitHubTask, attempt: Attempt) -> Resu
     .await
     {
         Err(steps::StepError::Kube(e)) => return Err(e),
+        Err(steps::StepError::NotLeader(message)) => {
+            // Nothing was sent and nothing is recorded: the new leader finishes the task.
+            warn!(%message, "GitHub write refused");
+            return Ok(Action::await_change());
+        }
         other => other,
     };
     let before = progress.status.clone();

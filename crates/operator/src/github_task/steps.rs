@@ -30,6 +30,8 @@ pub enum StepError {
     Transient {
         message: String,
     },
+    /// A write was not sent: this replica no longer leads. Nothing is recorded.
+    NotLeader(String),
     Kube(Error),
 }
 
@@ -63,6 +65,7 @@ impl From<gh::Error> for StepError {
                 reason: reasons::INVALID_CONFIGURATION.into(),
                 message,
             },
+            gh::Error::WriteRefused { .. } => StepError::NotLeader(message),
         }
     }
 }
@@ -147,6 +150,25 @@ struct Attempt<'a> {
     since: Option<DateTime<Utc>>,
     /// An earlier attempt was recorded without a result: it may have written.
     uncertain: bool,
+    /// The credential's login, asked of GitHub once (cached by the client) when a rule needs it.
+    me: tokio::sync::OnceCell<String>,
+}
+
+impl Attempt<'_> {
+    /// Who the credential is on GitHub: earlier effects are adopted only when authored by it.
+    async fn me(&self) -> Result<&str, gh::Error> {
+        self.me
+            .get_or_try_init(|| async { Ok(self.github.identity().await?.login) })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn find_comment(&self, number: u64) -> Result<Option<gh::Comment>, gh::Error> {
+        let me = self.me().await?;
+        self.github
+            .find_comment_by_marker(self.repo, number, &self.marker, me)
+            .await
+    }
 }
 
 /// Runs the task's action; on return `progress.status` holds every result obtained.
@@ -172,6 +194,7 @@ pub async fn run_action(
             .as_ref()
             .map(crate::time::from_k8s),
         uncertain,
+        me: tokio::sync::OnceCell::new(),
     };
     match task.spec.action() {
         Some(SpecAction::CreateIssue(spec)) => create_issue(&at, spec, progress).await,
@@ -201,7 +224,7 @@ async fn create_issue(
     if number.is_none() && at.uncertain {
         if let Some(issue) = at
             .github
-            .find_issue_by_marker(at.repo, &at.marker, at.since)
+            .find_issue_by_marker(at.repo, &at.marker, at.me().await?, at.since)
             .await?
         {
             found_earlier = true;
@@ -250,8 +273,7 @@ async fn create_issue(
         // An earlier, interrupted attempt may already have written it.
         let c = earlier_or_new(
             found_earlier,
-            at.github
-                .find_comment_by_marker(at.repo, number as u64, &at.marker),
+            at.find_comment(number as u64),
             at.github
                 .create_comment(at.repo, number as u64, comment, &at.marker),
         )
@@ -270,8 +292,7 @@ async fn comment(
     // An earlier, interrupted attempt may already have written it.
     let c = earlier_or_new(
         at.uncertain,
-        at.github
-            .find_comment_by_marker(at.repo, spec.issue as u64, &at.marker),
+        at.find_comment(spec.issue as u64),
         at.github
             .create_comment(at.repo, spec.issue as u64, &spec.body, &at.marker),
     )
@@ -297,7 +318,7 @@ async fn create_pull_request(
     // older PR from a reused branch must not be adopted.
     let mut pull = if at.uncertain {
         at.github
-            .find_pull_by_marker(at.repo, &at.marker, at.since)
+            .find_pull_by_marker(at.repo, &at.marker, at.me().await?, at.since)
             .await?
     } else {
         None
@@ -333,8 +354,9 @@ async fn create_pull_request(
         );
     }
     if let Some(p) = pull {
+        // The head it was opened at: approveAndMerge.fromTask merges exactly that commit.
         progress.note(|s| {
-            record_pull(s, p.number as i64, &p.html_url);
+            record_pull(s, p.number as i64, &p.html_url).head_sha = Some(p.head.sha.clone());
         });
     }
     Ok(())
@@ -427,6 +449,21 @@ async fn approve_and_merge(
             ),
         });
     }
+    // fromTask: exactly the commit that task opened the pull request at.
+    if let (Some(opened_at), Some(other)) =
+        (inputs.task_head_sha.as_deref(), spec.from_task.as_deref())
+        && recorded.head_sha.is_none()
+        && !pull.merged
+        && opened_at != pull.head.sha
+    {
+        return Err(StepError::User {
+            reason: reasons::HEAD_MOVED.into(),
+            message: format!(
+                "head of pull request #{number} is {} but GitHubTask {other} opened it at {opened_at}: commits pushed since are not merged",
+                pull.head.sha
+            ),
+        });
+    }
     if pull.merged {
         progress.note(|s| {
             let r = record_pull(s, number, &url);
@@ -450,8 +487,12 @@ async fn approve_and_merge(
         // An earlier, interrupted attempt may already have written it.
         let review = earlier_or_new(
             at.uncertain,
-            at.github
-                .find_review_by_marker(at.repo, number as u64, &at.marker),
+            async {
+                let me = at.me().await?;
+                at.github
+                    .find_review_by_marker(at.repo, number as u64, &at.marker, me)
+                    .await
+            },
             at.github.approve(
                 at.repo,
                 number as u64,
@@ -483,10 +524,23 @@ async fn pull_to_merge(
     {
         return Ok(n);
     }
-    let Some(p) = at.github.newest_open_pull(at.repo).await? else {
+    // Only among pull requests by allowed authors: by default the credential's own (those
+    // ccplant opened), never an outsider's opened a minute ago.
+    let (authors, described) = match spec.authors.as_slice() {
+        [] => {
+            let me = at.me().await?.to_string();
+            (gh::Authors::Logins(vec![me.clone()]), me)
+        }
+        list if list.iter().any(|a| a == "*") => (gh::Authors::Any, "any author".to_string()),
+        list => (gh::Authors::Logins(list.to_vec()), list.join(", ")),
+    };
+    let Some(p) = at.github.newest_open_pull(at.repo, &authors).await? else {
         return Err(StepError::User {
             reason: reasons::NO_PULL_REQUEST.into(),
-            message: format!("{} has no open pull request", at.repo),
+            message: format!(
+                "{} has no open pull request by {described} (spec.approveAndMerge.authors; [\"*\"] allows any author)",
+                at.repo
+            ),
         });
     };
     let n = p.number as i64;

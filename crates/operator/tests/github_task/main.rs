@@ -116,6 +116,11 @@ async fn create_pull_request_picks_the_newest_branch_and_titles_it_from_the_head
         .with_namespace("ght-pr", |ns| async move {
             let fake = fake_with_repo().await;
             let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap();
+            // 300 older branches: head selection costs the same few calls whatever their count.
+            for i in 0..300 {
+                fake.push_commit("octo", "hello", &format!("old-{i:03}"), "Older", t0 - chrono::Duration::minutes(300 - i));
+            }
+            fake.clear_requests();
             fake.push_commit("octo", "hello", "feature-old", "Old work", t0);
             fake.push_commit("octo", "hello", "feature-new", "Add healthz endpoint\n\nWith tests.", t0 + chrono::Duration::hours(2));
             fake.push_commit("octo", "hello", "feature-mid", "Middle", t0 + chrono::Duration::hours(1));
@@ -134,6 +139,13 @@ async fn create_pull_request_picks_the_newest_branch_and_titles_it_from_the_head
             assert_eq!(result.pull_request_number, Some(1));
             assert_eq!(result.url.as_deref(), fake.pulls("octo", "hello")[0]["html_url"].as_str());
             assert_eq!(writes(&fake), [("POST".to_string(), "/repos/octo/hello/pulls".to_string())]);
+            // The default branch, one page of activity, the head commit (the title): 3 calls.
+            let reads: Vec<String> = fake.requests().into_iter().filter(|r| r.method == "GET").map(|r| r.path).collect();
+            eprintln!("head selection over 303 branches: {} GitHub calls ({reads:?})", reads.len());
+            assert_eq!(
+                reads,
+                ["/repos/octo/hello", "/repos/octo/hello/activity", "/repos/octo/hello/commits/feature-new"]
+            );
             let post = fake.requests().into_iter().find(|r| r.method == "POST").unwrap();
             assert_eq!(
                 post.body.unwrap(),
@@ -150,7 +162,8 @@ async fn create_pull_request_picks_the_newest_branch_and_titles_it_from_the_head
 }
 
 #[tokio::test]
-async fn approve_and_merge_takes_the_newest_open_pull_request_and_merges_the_approved_head() {
+async fn approve_and_merge_takes_the_newest_open_pull_request_by_an_allowed_author_and_merges_the_approved_head()
+ {
     install_crds();
     TestEnv::global()
         .with_namespace("ght-merge", |ns| async move {
@@ -167,7 +180,7 @@ async fn approve_and_merge_takes_the_newest_open_pull_request_and_merges_the_app
             op.start();
             create(
                 &ns,
-                &task("merge", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "approveAndMerge": {"mergeMethod": "squash"}})),
+                &task("merge", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "approveAndMerge": {"mergeMethod": "squash", "authors": ["alice"]}})),
             )
             .await;
             let done = wait_phase(&ns, "merge", GitHubTaskPhase::Succeeded, T).await;
@@ -606,6 +619,88 @@ async fn a_stale_attempt_record_is_refused_with_a_conflict() {
                 .await
                 .expect("fresh version applies");
             assert_eq!(api.get("t").await.unwrap().status.unwrap().attempts, 1);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_outsiders_newer_pull_request_is_never_auto_merged() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-outsider", |ns| async move {
+            let fake = fake_with_repo().await;
+            let t0 = Utc::now();
+            fake.push_commit("octo", "hello", "ours", "Ours", t0);
+            fake.push_commit("octo", "hello", "theirs", "Theirs", t0);
+            fake.add_token("ghp_mallory", "mallory");
+            // ccplant's own pull request (opened with the task credential), then a newer one
+            // by an outsider a minute later.
+            let ours = open_pull_as(&fake, TOKEN, "ours", "Ours").await;
+            let theirs = open_pull_as(&fake, "ghp_mallory", "theirs", "Theirs").await;
+            token_secret(&ns).await;
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            let merge = |name: &str, extra: serde_json::Value| {
+                let mut spec = json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "approveAndMerge": {"approve": false}});
+                for (k, v) in extra.as_object().unwrap() {
+                    spec["approveAndMerge"][k] = v.clone();
+                }
+                task(name, spec)
+            };
+            // Default authors: the credential's own identity → ours, not the newer outsider's.
+            create(&ns, &merge("default", json!({}))).await;
+            let done = wait_phase(&ns, "default", GitHubTaskPhase::Succeeded, T).await;
+            assert_eq!(done.status.unwrap().result.unwrap().pull_request_number, Some(ours.number as i64));
+            // Only the outsider's is open now: not merged.
+            create(&ns, &merge("no-outsiders", json!({}))).await;
+            let refused = wait_phase(&ns, "no-outsiders", GitHubTaskPhase::Failed, T).await;
+            assert_eq!(
+                ready(&refused),
+                ("False".into(), "NoPullRequest".into(), format!("octo/hello has no open pull request by {BOT} (spec.approveAndMerge.authors; [\"*\"] allows any author)"))
+            );
+            assert_eq!(fake.pulls("octo", "hello").iter().filter(|p| p["merged"] == true).count(), 1);
+            // authors ["*"]: any author, the outsider's is merged.
+            create(&ns, &merge("anyone", json!({"authors": ["*"]}))).await;
+            let done = wait_phase(&ns, "anyone", GitHubTaskPhase::Succeeded, T).await;
+            assert_eq!(done.status.unwrap().result.unwrap().pull_request_number, Some(theirs.number as i64));
+
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_copy_of_the_tasks_marker_by_another_author_is_never_adopted() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-copycat", |ns| async move {
+            let fake = fake_with_repo().await;
+            fake.add_token("ghp_mallory", "mallory");
+            let issue = open_issue_as(&fake, "ghp_mallory").await;
+            token_secret(&ns).await;
+            // An attempt recorded without a result (as after a crash): the next one looks for
+            // the earlier effect before writing.
+            let t = create(&ns, &task("comment", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "comment": {"issue": issue.number, "body": "hello"}}))).await;
+            let status = json!({"apiVersion": "ccplant.io/v1alpha1", "kind": "GitHubTask", "status": {"phase": "Running", "attempts": 1}});
+            ns.api::<GitHubTask>()
+                .patch_status("comment", &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&status))
+                .await
+                .unwrap();
+            // Someone else posts a comment carrying the task's marker.
+            let marker = marker_of(&t, &ns.name);
+            let mallory = ccplant_github::GitHubClient::builder(ccplant_github::Credentials::Token("ghp_mallory".to_string().into()))
+                .api_url(fake.url())
+                .build()
+                .unwrap();
+            let repo = ccplant_github::RepoRef::new("octo", "hello");
+            let copy = mallory.create_comment(&repo, issue.number, "hello", &marker).await.unwrap();
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            let done = wait_phase(&ns, "comment", GitHubTaskPhase::Succeeded, T).await;
+            let ours = done.status.unwrap().result.unwrap().comment_id.unwrap();
+            assert_ne!(ours, copy.id as i64, "the copy was not adopted");
+            let comments = fake.comments("octo", "hello", issue.number);
+            let by = |login: &str| comments.iter().filter(|c| c["user"]["login"] == login).count();
+            assert_eq!((by(BOT), by("mallory")), (1, 1));
         })
         .await;
 }

@@ -207,6 +207,11 @@ impl FakeGitHub {
         }
     }
 
+    /// Deletes `branch` at `at` (a `branch_deletion` in the activity); false when absent.
+    pub fn delete_branch(&self, owner: &str, name: &str, branch: &str, at: DateTime<Utc>) -> bool {
+        self.world().delete_branch(owner, name, branch, at)
+    }
+
     /// The SHA `branch` points at (not part of the contract; handy for asserting merges).
     pub fn branch_head(&self, owner: &str, name: &str, branch: &str) -> Option<String> {
         self.world()

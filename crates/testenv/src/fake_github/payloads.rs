@@ -1,7 +1,9 @@
 //! GitHub's JSON: the REST payload shapes (as on api.github.com, complete enough for octocrab's
 //! models to deserialize) and GitHub's error bodies.
 
-use super::state::{Account, AccountKind, Comment, Commit, Issue, IssueState, Repo, Review, World};
+use super::state::{
+    Account, AccountKind, Activity, Comment, Commit, Issue, IssueState, Repo, Review, World,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -296,6 +298,20 @@ impl Render<'_> {
             }
         }
         value
+    }
+
+    /// An entry of `GET /repos/{owner}/{repo}/activity`, as GitHub shapes it.
+    pub(crate) fn activity(&self, a: &Activity) -> Value {
+        json!({
+            "id": a.id,
+            "node_id": super::ids::node_id("RA", a.id),
+            "before": a.before,
+            "after": a.after,
+            "ref": a.reference,
+            "timestamp": timestamp(a.timestamp),
+            "activity_type": a.activity_type,
+            "actor": self.user(&a.actor),
+        })
     }
 
     pub(crate) fn branch(&self, repo: &Repo, name: &str, sha: &str) -> Value {

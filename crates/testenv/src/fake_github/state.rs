@@ -164,6 +164,22 @@ pub(crate) struct Repo {
     pub issues: BTreeMap<u64, Issue>,
     /// Lower-cased label name → label.
     pub labels: BTreeMap<String, Label>,
+    /// What `GET /repos/{owner}/{repo}/activity` lists, oldest first.
+    pub activity: Vec<Activity>,
+}
+
+/// One entry of the repository activity API: a change of a ref.
+#[derive(Debug, Clone)]
+pub(crate) struct Activity {
+    pub id: u64,
+    pub before: String,
+    pub after: String,
+    /// `refs/heads/<branch>`.
+    pub reference: String,
+    pub timestamp: DateTime<Utc>,
+    /// push, force_push, branch_creation, branch_deletion, pr_merge, merge_queue_merge.
+    pub activity_type: &'static str,
+    pub actor: String,
 }
 
 impl Repo {
@@ -220,7 +236,33 @@ impl Repo {
 
     /// Moves `branch` to a new commit and keeps open PRs from that branch pointing at it.
     pub(crate) fn advance_branch(&mut self, branch: &str, commit: Commit) {
+        self.advance_branch_as(branch, commit, "push", "ccplant-test");
+    }
+
+    /// [`Repo::advance_branch`], recorded in the activity as `activity_type` by `actor` (a new
+    /// branch is a `branch_creation`), at the commit's date.
+    pub(crate) fn advance_branch_as(
+        &mut self,
+        branch: &str,
+        commit: Commit,
+        activity_type: &'static str,
+        actor: &str,
+    ) {
         let sha = commit.sha.clone();
+        let before = self.branches.get(branch).cloned();
+        self.activity.push(Activity {
+            id: self.activity.len() as u64 + 1_000_000_001,
+            activity_type: if before.is_none() {
+                "branch_creation"
+            } else {
+                activity_type
+            },
+            before: before.unwrap_or_else(|| "0".repeat(40)),
+            after: sha.clone(),
+            reference: format!("refs/heads/{branch}"),
+            timestamp: commit.date,
+            actor: actor.to_string(),
+        });
         self.pushed_at = commit.date.max(self.pushed_at);
         self.commits.insert(sha.clone(), commit);
         self.branches.insert(branch.to_string(), sha.clone());
@@ -391,6 +433,7 @@ impl World {
             commits: HashMap::from([(initial.sha.clone(), initial)]),
             issues: BTreeMap::new(),
             labels: BTreeMap::new(),
+            activity: Vec::new(),
         };
         self.repos.insert(repo_key(owner, name), repo);
     }
@@ -426,6 +469,33 @@ impl World {
         let sha = commit.sha.clone();
         repo.advance_branch(branch, commit);
         Some(sha)
+    }
+
+    /// Deletes `branch` (a `branch_deletion` in the activity); false when absent.
+    pub(crate) fn delete_branch(
+        &mut self,
+        owner: &str,
+        name: &str,
+        branch: &str,
+        at: DateTime<Utc>,
+    ) -> bool {
+        let Some(repo) = self.repo_mut(owner, name) else {
+            return false;
+        };
+        let Some(sha) = repo.branches.remove(branch) else {
+            return false;
+        };
+        let id = repo.activity.len() as u64 + 1_000_000_001;
+        repo.activity.push(Activity {
+            id,
+            before: sha,
+            after: "0".repeat(40),
+            reference: format!("refs/heads/{branch}"),
+            timestamp: at,
+            activity_type: "branch_deletion",
+            actor: "ccplant-test".to_string(),
+        });
+        true
     }
 
     /// Appends a request to the log and returns its sequence number.

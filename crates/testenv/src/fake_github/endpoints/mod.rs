@@ -188,6 +188,7 @@ fn repo_route(world: &mut World, call: &Call, repo: &RepoPath, rest: &[&str]) ->
     match (call.method, rest) {
         ("GET", []) => repos::get(world, call, repo),
         ("GET", ["branches"]) => repos::list_branches(world, call, repo),
+        ("GET", ["activity"]) => repos::list_activity(world, call, repo),
         ("GET", ["branches", branch @ ..]) => {
             repos::get_branch(world, call, repo, &branch.join("/"))
         }

@@ -403,7 +403,7 @@ pub(super) fn merge(world: &mut World, call: &Call, at: &RepoPath, number: u64) 
     let repo = world
         .repo_mut(&at.owner, &at.name)
         .ok_or_else(payloads::not_found)?;
-    repo.advance_branch(&base_ref, commit);
+    repo.advance_branch_as(&base_ref, commit, "pr_merge", &merger);
     repo.updated_at = call.now;
     let issue = repo
         .issues

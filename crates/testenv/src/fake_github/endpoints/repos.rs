@@ -51,3 +51,32 @@ pub(super) fn get_commit(world: &World, call: &Call, repo: &RepoPath, reference:
     })?;
     Ok(Reply::ok(call.render(world).commit(repo, commit)))
 }
+
+/// `GET /repos/{owner}/{repo}/activity`: changes of the repository's refs, newest first by
+/// default (`direction`), filtered by `ref` (a branch name or `refs/heads/...`) and
+/// `activity_type`, paginated (`per_page` at most 100) with a `link` header like GitHub's.
+pub(super) fn list_activity(world: &World, call: &Call, repo: &RepoPath) -> Outcome {
+    let repo = find(world, repo)?;
+    let descending = call.descending(true)?;
+    let wanted_ref = call.query.get("ref").map(|r| {
+        if r.starts_with("refs/") {
+            r.to_string()
+        } else {
+            format!("refs/heads/{r}")
+        }
+    });
+    let wanted_type = call.query.get("activity_type");
+    let render = call.render(world);
+    let mut entries: Vec<_> = repo
+        .activity
+        .iter()
+        .filter(|a| wanted_ref.as_deref().is_none_or(|r| a.reference == r))
+        .filter(|a| wanted_type.is_none_or(|t| a.activity_type == t))
+        .collect();
+    entries.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
+    if descending {
+        entries.reverse();
+    }
+    let items = entries.into_iter().map(|a| render.activity(a)).collect();
+    Ok(call.page(items))
+}
