@@ -704,3 +704,42 @@ async fn a_copy_of_the_tasks_marker_by_another_author_is_never_adopted() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_merge_from_another_task_refuses_commits_pushed_after_it_opened_the_pull_request() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ght-moved", |ns| async move {
+            let fake = fake_with_repo().await;
+            let opened_at = fake.push_commit("octo", "hello", "feature", "Feature", Utc::now());
+            fake.add_token("ghp_reviewer", "reviewer");
+            token_secret(&ns).await;
+            let reviewer: Secret = serde_json::from_value(json!({"metadata": {"name": "reviewer"}, "stringData": {"token": "ghp_reviewer"}})).unwrap();
+            ns.api::<Secret>().create(&PostParams::default(), &reviewer).await.unwrap();
+            let mut op = Operator::new(&ns.name, &fake.url(), &[]);
+            op.start();
+            create(&ns, &task("open", json!({"repository": "octo/hello", "github": {"secretRef": {"name": SECRET}}, "createPullRequest": {"head": "feature"}}))).await;
+            let opened = wait_phase(&ns, "open", GitHubTaskPhase::Succeeded, T).await;
+            assert_eq!(opened.status.unwrap().result.unwrap().head_sha.as_deref(), Some(opened_at.as_str()));
+            // Someone pushes to the branch after the pull request was opened.
+            let pushed = fake.push_commit("octo", "hello", "feature", "Sneaky", Utc::now());
+            create(&ns, &task("merge", json!({"repository": "octo/hello", "github": {"secretRef": {"name": "reviewer"}}, "approveAndMerge": {"fromTask": "open"}}))).await;
+            let failed = wait_phase(&ns, "merge", GitHubTaskPhase::Failed, T).await;
+            assert_eq!(
+                ready(&failed),
+                (
+                    "False".into(),
+                    "HeadMoved".into(),
+                    format!("head of pull request #1 is {pushed} but GitHubTask open opened it at {opened_at}: commits pushed since are not merged")
+                )
+            );
+            assert!(fake.reviews("octo", "hello", 1).is_empty(), "nothing approved");
+            assert_eq!(fake.pulls("octo", "hello")[0]["merged"], false);
+            // In another repository, the other task's pull request number means nothing.
+            fake.add_repo("octo", "other", "main");
+            create(&ns, &task("elsewhere", json!({"repository": "octo/other", "github": {"secretRef": {"name": "reviewer"}}, "approveAndMerge": {"fromTask": "open"}}))).await;
+            let refused = wait_phase(&ns, "elsewhere", GitHubTaskPhase::Failed, T).await;
+            assert_eq!(ready(&refused).2, "GitHubTask open opened its pull request in octo/hello, not in octo/other");
+        })
+        .await;
+}
