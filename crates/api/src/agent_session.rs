@@ -903,18 +903,9 @@ impl AgentSessionSpec {
             );
         }
         if let Some(github) = &self.github {
-            v.check(
-                !(github.credential_name.is_some() && github.secret_ref.is_some()),
-                "spec.github",
-                CREDENTIAL_XOR_SECRET_MESSAGE,
-            );
-            v.check(
-                github
-                    .credential_name
-                    .as_deref()
-                    .is_none_or(is_valid_object_name),
-                "spec.github.credentialName",
-                CREDENTIAL_NAME_MESSAGE,
+            v.check_github_source(
+                github.credential_name.as_deref(),
+                github.secret_ref.as_ref(),
             );
         }
         if let Some(github) = &self.github {

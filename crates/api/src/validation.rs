@@ -213,6 +213,24 @@ impl Violations {
         }
     }
 
+    /// `spec.github`: credentialName xor secretRef, and credentialName an object name.
+    pub(crate) fn check_github_source(
+        &mut self,
+        credential_name: Option<&str>,
+        secret_ref: Option<&crate::SecretReference>,
+    ) {
+        self.check(
+            !(credential_name.is_some() && secret_ref.is_some()),
+            "spec.github",
+            CREDENTIAL_XOR_SECRET_MESSAGE,
+        );
+        self.check(
+            credential_name.is_none_or(is_valid_object_name),
+            "spec.github.credentialName",
+            CREDENTIAL_NAME_MESSAGE,
+        );
+    }
+
     pub(crate) fn into_result(self) -> Result<(), InvalidSpec> {
         if self.0.is_empty() {
             Ok(())

@@ -139,7 +139,11 @@ mod tests {
     }
 
     /// (case, activity newest first, the branch and SHA chosen).
-    type Case = (&'static str, Vec<WireActivity>, Option<(&'static str, &'static str)>);
+    type Case = (
+        &'static str,
+        Vec<WireActivity>,
+        Option<(&'static str, &'static str)>,
+    );
 
     #[test]
     fn the_newest_push_to_another_live_branch_wins() {

@@ -19,18 +19,11 @@ use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{error, info};
 
-/// Fails with a clear message when a CRD is not installed.
-async fn require_crd<K>(client: &Client, namespace: Option<&str>) -> Result<()>
+/// Fails clearly when the CRD of `K` is not installed (one list of at most one object).
+async fn require_crd<K>(api: Api<K>) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => bail!(
@@ -53,26 +46,6 @@ where
     }
 }
 
-/// Fails clearly when the cluster-scoped CRD of `K` is not installed.
-async fn require_cluster_crd<K>(client: &Client) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    let api: Api<K> = Api::all(client.clone());
-    match api.list_metadata(&ListParams::default().limit(1)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => bail!(
-            "the CustomResourceDefinition {}.{} is not installed: run `kubectl apply -f crds/` first",
-            K::plural(&()),
-            K::group(&())
-        ),
-        Err(e) => Err(e).context(format!("checking for {}", K::plural(&()))),
-    }
-}
-
 pub async fn run(args: RunArgs) -> Result<()> {
     crate::shutdown::listen();
     let identity = args.identity.clone().unwrap_or_else(default_identity);
@@ -89,10 +62,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         http::HeaderValue::from_str(&agent).context("--identity is not a valid header value")?,
     ));
     let client = Client::try_from(config).context("connecting to Kubernetes")?;
-    let probe_ns = args.namespaces.first().map(String::as_str);
-    require_crd::<GitHubTask>(&client, probe_ns).await?;
-    require_crd::<AgentSession>(&client, probe_ns).await?;
-    require_cluster_crd::<GitHubCredential>(&client).await?;
+    let probe_ns = args.namespaces.first().cloned();
+    require_crd(scoped::<GitHubTask>(&client, &probe_ns)).await?;
+    require_crd(scoped::<AgentSession>(&client, &probe_ns)).await?;
+    require_crd(Api::<GitHubCredential>::all(client.clone())).await?;
 
     let metrics = Metrics::new();
     let leadership = if args.leader_elect {

@@ -27,20 +27,23 @@ const LEASE: &str = "ccplant-operator";
 /// An operator replica electing on the Lease `LEASE` in the test namespace (the sessions here
 /// are bare: no GitHub is called).
 fn replica(ns: &TestNamespace, id: &str) -> Operator {
-    Operator::named(
+    replica_of(ns, id, "http://127.0.0.1:1", &[])
+}
+
+/// A replica talking to the GitHub at `github_url`, with `extra` arguments.
+fn replica_of(ns: &TestNamespace, id: &str, github_url: &str, extra: &[&str]) -> Operator {
+    let identity = identity(ns, id);
+    let mut args = vec![
+        "--leader-elect=true",
+        "--lease-namespace",
         &ns.name,
-        &format!("-{id}"),
-        "http://127.0.0.1:1",
-        &[
-            "--leader-elect=true",
-            "--lease-namespace",
-            &ns.name,
-            "--lease-name",
-            LEASE,
-            "--identity",
-            &identity(ns, id),
-        ],
-    )
+        "--lease-name",
+        LEASE,
+        "--identity",
+        &identity,
+    ];
+    args.extend_from_slice(extra);
+    Operator::named(&ns.name, &format!("-{id}"), github_url, &args)
 }
 
 fn identity(ns: &TestNamespace, id: &str) -> String {
@@ -504,25 +507,8 @@ async fn a_leader_frozen_after_its_attempt_record_never_writes_to_github() {
                 .method("GET")
                 .path_contains(&format!("/pulls/{}", pr.number)),
             );
-            let replica_on = |id: &str| {
-                Operator::named(
-                    &ns.name,
-                    &format!("-{id}"),
-                    &fake.url(),
-                    &[
-                        "--leader-elect=true",
-                        "--lease-namespace",
-                        &ns.name,
-                        "--lease-name",
-                        LEASE,
-                        "--identity",
-                        &identity(&ns, id),
-                        // Longer than the freeze: the read answers, it is not a timeout.
-                        "--github-timeout",
-                        "120s",
-                    ],
-                )
-            };
+            // Longer than the freeze: the read answers, it is not a timeout.
+            let replica_on = |id: &str| replica_of(&ns, id, &fake.url(), &["--github-timeout", "120s"]);
             let mut a = replica_on("a");
             a.start();
             wait_holder(&ns, &identity(&ns, "a"), Duration::from_secs(20)).await;
