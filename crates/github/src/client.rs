@@ -34,8 +34,6 @@ pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Pages a marker lookup reads at most (with 100 per page: the 500 newest items).
 pub const DEFAULT_LOOKUP_MAX_PAGES: u32 = 5;
-/// Pages of branches `resolve_head_branch` reads at most.
-pub const DEFAULT_BRANCH_MAX_PAGES: u32 = 10;
 
 const NO_RATE_LIMIT_SEEN: u64 = u64::MAX;
 
@@ -91,7 +89,6 @@ pub struct GitHubClientBuilder {
     hook: Option<RequestHook>,
     page_size: u32,
     lookup_max_pages: u32,
-    branch_max_pages: u32,
     token_refresh_margin: Duration,
 }
 
@@ -146,12 +143,6 @@ impl GitHubClientBuilder {
     /// Pages a marker lookup reads at most (default 5).
     pub fn lookup_max_pages(mut self, pages: u32) -> Self {
         self.lookup_max_pages = pages.max(1);
-        self
-    }
-
-    /// Pages of branches head selection reads at most (default 10).
-    pub fn branch_max_pages(mut self, pages: u32) -> Self {
-        self.branch_max_pages = pages.max(1);
         self
     }
 
@@ -216,7 +207,6 @@ impl GitHubClientBuilder {
                 timeouts: self.timeouts,
                 page_size: self.page_size,
                 lookup_max_pages: self.lookup_max_pages,
-                branch_max_pages: self.branch_max_pages,
                 token_refresh_margin: TimeDelta::from_std(self.token_refresh_margin)
                     .unwrap_or(TimeDelta::zero()),
                 rate_limit_remaining: AtomicU64::new(NO_RATE_LIMIT_SEEN),
@@ -268,7 +258,6 @@ pub(crate) struct Inner {
     timeouts: Timeouts,
     pub(crate) page_size: u32,
     pub(crate) lookup_max_pages: u32,
-    pub(crate) branch_max_pages: u32,
     token_refresh_margin: TimeDelta,
     rate_limit_remaining: AtomicU64,
 }
@@ -535,7 +524,6 @@ impl GitHubClient {
             write_gate: None,
             page_size: DEFAULT_PAGE_SIZE,
             lookup_max_pages: DEFAULT_LOOKUP_MAX_PAGES,
-            branch_max_pages: DEFAULT_BRANCH_MAX_PAGES,
             token_refresh_margin: TOKEN_REFRESH_MARGIN,
         }
     }

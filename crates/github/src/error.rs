@@ -590,5 +590,15 @@ mod tests {
             }
             .is_retryable()
         );
+        let refused = Error::WriteRefused {
+            endpoint: "POST /repos/{owner}/{repo}/pulls",
+        };
+        assert!(!refused.is_retryable());
+        assert_eq!(refused.metric_label(), "write_refused");
+        assert_eq!(refused.status(), None);
+        assert_eq!(
+            refused.to_string(),
+            "POST /repos/{owner}/{repo}/pulls not sent: this replica is no longer the leader"
+        );
     }
 }

@@ -27,9 +27,8 @@ mod repos;
 
 pub use auth::{AppJwtClaims, CredentialId, Credentials, InstallationToken, app_jwt_claims};
 pub use client::{
-    API_VERSION, DEFAULT_API_URL, DEFAULT_BRANCH_MAX_PAGES, DEFAULT_LOOKUP_MAX_PAGES,
-    DEFAULT_PAGE_SIZE, GitHubClient, GitHubClientBuilder, Identity, IdentityKind,
-    TOKEN_REFRESH_MARGIN, Timeouts, WriteGate,
+    API_VERSION, DEFAULT_API_URL, DEFAULT_LOOKUP_MAX_PAGES, DEFAULT_PAGE_SIZE, GitHubClient,
+    GitHubClientBuilder, Identity, IdentityKind, TOKEN_REFRESH_MARGIN, Timeouts, WriteGate,
 };
 pub use error::{Error, ErrorKind, Result, classify, classify_at};
 pub use issues::CLOCK_SKEW_ALLOWANCE;

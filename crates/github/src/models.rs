@@ -49,20 +49,14 @@ pub struct Comment {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Branch {
-    pub name: String,
-    /// SHA of the branch's head commit.
-    pub sha: String,
-    pub protected: bool,
-}
-
-/// A branch and the committer date of its head commit, the input of head-branch selection.
+/// The branch head auto-selection picked: the most recently pushed branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BranchHead {
     pub name: String,
+    /// The branch's tip as the activity last saw it.
     pub sha: String,
-    pub committed_at: DateTime<Utc>,
+    /// When the push happened (the activity's `timestamp`).
+    pub pushed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,29 +295,6 @@ impl From<WireComment> for Comment {
             html_url: w.html_url,
             user_login: login(w.user),
             created_at: w.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireBranchCommit {
-    pub sha: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireBranch {
-    pub name: String,
-    pub commit: WireBranchCommit,
-    #[serde(default)]
-    pub protected: bool,
-}
-
-impl From<WireBranch> for Branch {
-    fn from(w: WireBranch) -> Self {
-        Branch {
-            name: w.name,
-            sha: w.commit.sha,
-            protected: w.protected,
         }
     }
 }

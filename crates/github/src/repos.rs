@@ -2,11 +2,9 @@
 
 use crate::client::{Call, GitHubClient, path_segment};
 use crate::error::Result;
-use crate::models::{
-    Branch, BranchHead, Commit, Repository, WireActivity, WireBranch, WireCommit, WireRepository,
-};
+use crate::models::{BranchHead, Commit, Repository, WireActivity, WireCommit, WireRepository};
 use crate::repo::RepoRef;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 pub(crate) fn repo_path(repo: &RepoRef) -> String {
     format!(
@@ -25,33 +23,6 @@ impl GitHubClient {
         Ok(wire.into())
     }
 
-    /// Every branch (`GET /repos/{owner}/{repo}/branches`, page by page, at most
-    /// `branch_max_pages` pages).
-    pub async fn branches(&self, repo: &RepoRef) -> Result<Vec<Branch>> {
-        let per_page = self.inner.page_size;
-        let mut branches = Vec::new();
-        let mut page = 1;
-        for _ in 0..self.inner.branch_max_pages {
-            let call = Call::get(
-                "GET /repos/{owner}/{repo}/branches",
-                format!("{}/branches", repo_path(repo)),
-            );
-            let listed = self.page::<WireBranch>(call, per_page, page).await?;
-            let next = listed.next(page);
-            branches.extend(listed.items.into_iter().map(Branch::from));
-            match next {
-                Some(next) => page = next,
-                None => return Ok(branches),
-            }
-        }
-        tracing::warn!(
-            repository = %repo,
-            branches = branches.len(),
-            "more branches than the client reads; choosing among the first ones"
-        );
-        Ok(branches)
-    }
-
     /// `GET /repos/{owner}/{repo}/commits/{sha}`.
     pub async fn commit(&self, repo: &RepoRef, sha: &str) -> Result<Commit> {
         let wire: WireCommit = self
@@ -63,10 +34,11 @@ impl GitHubClient {
         Ok(wire.into())
     }
 
-    /// The most recently pushed branch, excluding `base` and branches deleted since (ties: the
-    /// first name), from one page of the repository activity API — one request whatever the
-    /// number of branches. `None` when none of the newest [`ACTIVITY_PAGE`] ref changes is a
-    /// push to another branch that still exists.
+    /// The most recently pushed branch (a push, force push or branch creation), excluding
+    /// `base` and branches deleted since (ties: the first name), from one page of the
+    /// repository activity API — one request whatever the number of branches. `None` when none
+    /// of the newest [`ACTIVITY_PAGE`] ref changes is a push to another branch that still
+    /// exists (the caller names the head then).
     /// `GET /repos/{owner}/{repo}/activity?direction=desc&per_page=100`.
     pub async fn resolve_head_branch(
         &self,
@@ -86,32 +58,39 @@ impl GitHubClient {
 /// Ref changes read at once while resolving the head branch (GitHub's maximum page).
 pub const ACTIVITY_PAGE: u32 = 100;
 
+/// Activity types that are pushes: someone put new work on the branch (a merge into it or a
+/// deletion is not work to open a pull request from).
+const PUSHES: [&str; 3] = ["push", "force_push", "branch_creation"];
+
 /// The newest push to a branch other than `base` that was not deleted afterwards, from
-/// activity entries newest first (ties: the first name).
+/// activity entries newest first (ties: the first name). Its SHA is the branch's current tip:
+/// the `after` of the branch's newest change (a merge into it after the push moves it).
 pub(crate) fn newest_pushed_branch(entries: &[WireActivity], base: &str) -> Option<BranchHead> {
-    let mut deleted: BTreeSet<&str> = BTreeSet::new();
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    // Branch → its newest change's `after`, or `None` when that change deleted it.
+    let mut tip: BTreeMap<&str, Option<&str>> = BTreeMap::new();
     let mut best: Option<BranchHead> = None;
     for entry in entries {
         let Some(branch) = entry.reference.strip_prefix("refs/heads/") else {
             continue;
         };
-        if entry.activity_type == "branch_deletion" {
-            deleted.insert(branch);
+        let deleted = entry.activity_type == "branch_deletion";
+        let current = *tip
+            .entry(branch)
+            .or_insert((!deleted).then_some(entry.after.as_str()));
+        let Some(sha) = current else {
             continue;
-        }
-        // Only the newest change of each branch counts.
-        if branch == base || deleted.contains(branch) || !seen.insert(branch) {
+        };
+        if branch == base || !PUSHES.contains(&entry.activity_type.as_str()) {
             continue;
         }
         let candidate = BranchHead {
             name: branch.to_string(),
-            sha: entry.after.clone(),
-            committed_at: entry.timestamp,
+            sha: sha.to_string(),
+            pushed_at: entry.timestamp,
         };
         let better = best.as_ref().is_none_or(|b| {
-            candidate.committed_at > b.committed_at
-                || (candidate.committed_at == b.committed_at && candidate.name < b.name)
+            candidate.pushed_at > b.pushed_at
+                || (candidate.pushed_at == b.pushed_at && candidate.name < b.name)
         });
         if better {
             best = Some(candidate);
@@ -179,6 +158,41 @@ mod tests {
                     entry("a", "branch_creation", 1, "a1"),
                 ],
                 Some(("a", "a2")),
+            ),
+            (
+                "a merge into another branch is not a push",
+                vec![
+                    entry("release", "pr_merge", 9, "r2"),
+                    entry("a", "push", 7, "a1"),
+                ],
+                Some(("a", "a1")),
+            ),
+            (
+                "a branch merged into after its push keeps its push time, at its new tip",
+                vec![
+                    entry("a", "merge_queue_merge", 9, "a2"),
+                    entry("b", "push", 8, "b1"),
+                    entry("a", "push", 8, "a1"),
+                ],
+                Some(("a", "a2")),
+            ),
+            (
+                "a branch deleted and created again is live",
+                vec![
+                    entry("a", "branch_creation", 9, "a2"),
+                    entry("a", "branch_deletion", 8, "0"),
+                    entry("a", "push", 7, "a1"),
+                ],
+                Some(("a", "a2")),
+            ),
+            (
+                "only deletions and base pushes: nothing",
+                vec![
+                    entry("a", "branch_deletion", 9, "0"),
+                    entry("main", "force_push", 8, "m"),
+                    entry("a", "push", 7, "a1"),
+                ],
+                None,
             ),
             (
                 "a tie goes to the first name",

@@ -1364,3 +1364,156 @@ fn a_detached_fake_outlives_the_runtimes_that_use_it() {
         assert_eq!(created.body["number"], round);
     }
 }
+
+#[tokio::test]
+async fn user_and_app_identities_have_githubs_shapes() {
+    let github = fake().await;
+    github.add_app(
+        APP_ID,
+        test_keys::TEST_APP_PUBLIC_KEY_PEM,
+        INSTALLATION_ID,
+        OWNER,
+    );
+    let user = Client::token(&github, ALICE).get("/user").await;
+    assert_eq!(user.status, 200);
+    assert_eq!(user.body["login"], "alice");
+    assert_eq!(user.body["type"], "User");
+    assert_eq!(
+        Client::new(&github, None).get("/user").await.status,
+        401,
+        "anonymous"
+    );
+
+    let app_client = Client::new(&github, Some(&format!("Bearer {}", valid_jwt())));
+    let app = app_client.get("/app").await;
+    assert_eq!(app.status, 200, "{:?}", app.body);
+    assert_eq!(app.body["id"], APP_ID);
+    assert_eq!(app.body["slug"], "ccplant-app");
+    assert_eq!(app.body["owner"]["login"], OWNER);
+    assert!(app.body["node_id"].as_str().unwrap().starts_with("A_"));
+    // /app needs the JWT; /user is no place for an App or its installation.
+    assert_eq!(Client::token(&github, ALICE).get("/app").await.status, 401);
+    assert_eq!(app_client.get("/user").await.status, 403);
+    let minted = mint_token(&app_client, json!({})).await;
+    let installation = Client::new(
+        &github,
+        Some(&format!("token {}", minted.body["token"].as_str().unwrap())),
+    );
+    let refused = installation.get("/user").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.body["message"],
+        "Resource not accessible by integration"
+    );
+    // What the installation creates is authored by `<slug>[bot]`.
+    let issue = installation
+        .post(&repo_path("/issues"), json!({"title": "by the bot"}))
+        .await;
+    assert_eq!(issue.body["user"]["login"], "ccplant-app[bot]");
+}
+
+#[tokio::test]
+async fn repository_activity_lists_ref_changes_newest_first() {
+    let github = fake().await;
+    let now = Utc::now();
+    let ago = |minutes: i64| now - TimeDelta::minutes(minutes);
+    let first = github.push_commit(OWNER, REPO, "feature", "one", ago(30));
+    let second = github.push_commit(OWNER, REPO, "feature", "two", ago(20));
+    github.push_commit(OWNER, REPO, "main", "on main", ago(15));
+    assert!(github.delete_branch(OWNER, REPO, "feature", ago(10)));
+    assert!(!github.delete_branch(OWNER, REPO, "feature", ago(5)));
+    let alice = Client::token(&github, ALICE);
+
+    let listed = alice.get(&repo_path("/activity")).await;
+    assert_eq!(listed.status, 200);
+    let entries = listed.body.as_array().unwrap();
+    let summary: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["ref"].as_str().unwrap(),
+                e["activity_type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("refs/heads/feature", "branch_deletion"),
+            ("refs/heads/main", "push"),
+            ("refs/heads/feature", "push"),
+            ("refs/heads/feature", "branch_creation"),
+        ]
+    );
+    let zeros = "0".repeat(40);
+    assert_eq!(entries[0]["before"], second.as_str());
+    assert_eq!(entries[0]["after"], zeros.as_str());
+    assert_eq!(entries[2]["before"], first.as_str());
+    assert_eq!(entries[2]["after"], second.as_str());
+    assert_eq!(entries[3]["before"], zeros.as_str());
+    assert_eq!(entries[3]["after"], first.as_str());
+    for entry in entries {
+        assert!(entry["id"].is_u64(), "{entry}");
+        assert!(entry["node_id"].as_str().unwrap().starts_with("RA_"));
+        assert!(entry["actor"]["login"].is_string(), "{entry}");
+        assert!(chrono::DateTime::parse_from_rfc3339(entry["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    // Filters, ascending order and pages like GitHub's other lists.
+    async fn count(client: &Client, query: &str) -> usize {
+        let reply = client.get(&repo_path(&format!("/activity?{query}"))).await;
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        reply.body.as_array().unwrap().len()
+    }
+    let only = |query| count(&alice, query);
+    assert_eq!(only("ref=feature").await, 3);
+    assert_eq!(only("ref=refs/heads/main").await, 1);
+    assert_eq!(only("activity_type=push").await, 2);
+    assert_eq!(only("actor=nobody").await, 0);
+    assert_eq!(only("time_period=day").await, 4);
+    let oldest = alice.get(&repo_path("/activity?direction=asc")).await;
+    assert_eq!(oldest.body[0]["activity_type"], "branch_creation");
+    let page = alice.get(&repo_path("/activity?per_page=3")).await;
+    assert_eq!(page.body.as_array().unwrap().len(), 3);
+    assert!(page.header("link").contains("rel=\"next\""));
+    assert_eq!(
+        alice
+            .get(&repo_path("/activity?time_period=decade"))
+            .await
+            .status,
+        422
+    );
+}
+
+#[tokio::test]
+async fn objects_can_be_authored_by_other_logins() {
+    let github = fake().await;
+    github.push_commit(OWNER, REPO, "theirs", "Their change", Utc::now());
+    let pull = github.open_pull_as(OWNER, REPO, "theirs", "main", "mallory", "copied");
+    let comment = github.comment_as(OWNER, REPO, pull, "other-app[bot]", "a bot's note");
+    let review = github.review_as(OWNER, REPO, pull, "mallory", "COMMENTED", "hm");
+    let issue = github.open_issue_as(OWNER, REPO, "mallory", "An issue", "text");
+    let alice = Client::token(&github, ALICE);
+
+    let listed = alice.get(&repo_path("/pulls")).await;
+    assert_eq!(listed.body[0]["number"], pull);
+    assert_eq!(listed.body[0]["user"]["login"], "mallory");
+    assert_eq!(listed.body[0]["user"]["type"], "User");
+    assert_eq!(listed.body[0]["title"], "Their change");
+    assert_eq!(listed.body[0]["body"], "copied");
+    let comments = alice
+        .get(&repo_path(&format!("/issues/{pull}/comments")))
+        .await;
+    assert_eq!(comments.body[0]["id"], comment);
+    assert_eq!(comments.body[0]["user"]["login"], "other-app[bot]");
+    assert_eq!(comments.body[0]["user"]["type"], "Bot");
+    let reviews = alice
+        .get(&repo_path(&format!("/pulls/{pull}/reviews")))
+        .await;
+    assert_eq!(reviews.body[0]["id"], review);
+    assert_eq!(reviews.body[0]["state"], "COMMENTED");
+    assert_eq!(reviews.body[0]["user"]["login"], "mallory");
+    let opened = alice.get(&repo_path(&format!("/issues/{issue}"))).await;
+    assert_eq!(opened.body["user"]["login"], "mallory");
+    assert!(opened.body.get("pull_request").is_none());
+}

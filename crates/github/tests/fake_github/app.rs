@@ -2,12 +2,16 @@
 
 use crate::common::*;
 use anyhow::{Result, anyhow};
-use ccplant_github::{Credentials, Error, ExposeSecret, GitHubClient, NewIssue, SecretString};
+use ccplant_github::{
+    Credentials, Error, ExposeSecret, GitHubClient, Identity, IdentityKind, NewIssue, SecretString,
+};
 use ccplant_testenv::fake_github::test_keys::{
     OTHER_PRIVATE_KEY_PEM, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const APP_ID: u64 = 4242;
@@ -279,6 +283,108 @@ async fn a_private_key_that_is_not_pem_is_rejected_when_building() -> Result<()>
     assert!(
         matches!(built, Err(Error::InvalidCredentials { .. })),
         "{built:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_apps_identity_is_its_bot_asked_once_with_the_jwt() -> Result<()> {
+    let env = app_env().await?;
+    let client = app_client(&env)?;
+    for _ in 0..2 {
+        assert_eq!(
+            client.identity().await?,
+            Identity {
+                login: "ccplant-app[bot]".into(),
+                kind: IdentityKind::App {
+                    slug: "ccplant-app".into()
+                },
+            }
+        );
+    }
+    assert_eq!(
+        exchanges(&env),
+        vec![exchange("GET", "/app", "bearer-jwt", 200)]
+    );
+    // It is the author GitHub shows on what the installation creates.
+    let issue = client
+        .create_issue(
+            &env.repo,
+            &NewIssue {
+                title: "by the bot".into(),
+                ..NewIssue::default()
+            },
+            &task_marker("bot"),
+        )
+        .await?;
+    assert_eq!(issue.user_login, Some(client.identity().await?.login));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_closed_write_gate_is_asked_after_the_token_exchange_and_sends_no_write() -> Result<()> {
+    let env = app_env().await?;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let client = env
+        .builder(app_credentials(TEST_APP_PRIVATE_KEY_PEM))
+        .write_gate(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            false
+        }))
+        .build()?;
+
+    let refused = client
+        .create_issue(
+            &env.repo,
+            &NewIssue {
+                title: "never sent".into(),
+                ..NewIssue::default()
+            },
+            &task_marker("gate"),
+        )
+        .await;
+
+    match &refused {
+        Err(e @ Error::WriteRefused { endpoint }) => {
+            assert_eq!(*endpoint, "POST /repos/{owner}/{repo}/issues");
+            assert_eq!(
+                e.to_string(),
+                "POST /repos/{owner}/{repo}/issues not sent: this replica is no longer the leader"
+            );
+            assert!(!e.is_retryable());
+        }
+        other => panic!("expected WriteRefused, got {other:?}"),
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    // The token exchange went out (it changes no repository), the write did not.
+    assert_eq!(
+        exchanges(&env),
+        vec![exchange("POST", TOKENS_PATH, "bearer-jwt", 201)]
+    );
+    assert!(env.fake.issues(OWNER, REPO).is_empty());
+
+    // Reads, session tokens and their revocation are not gated either.
+    client.repository(&env.repo).await?;
+    let minted = client
+        .mint_installation_token(&[], &BTreeMap::new())
+        .await?;
+    client.revoke_installation_token(&minted.token).await?;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let posts: Vec<String> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        posts,
+        vec![
+            format!("POST {TOKENS_PATH}"),
+            format!("POST {TOKENS_PATH}"),
+            "DELETE /installation/token".to_string(),
+        ]
     );
     Ok(())
 }

@@ -437,3 +437,141 @@ async fn a_closed_write_gate_sends_nothing() -> Result<()> {
     assert_eq!(env.fake.issues(OWNER, REPO).len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn another_authors_pull_comment_and_review_with_the_marker_are_not_adopted() -> Result<()> {
+    let env = Env::start().await?;
+    let marker = task_marker("copied");
+    env.push("theirs", "their work", now_secs());
+    // Someone else's pull request, comment and review, each carrying this task's marker.
+    let number = env
+        .fake
+        .open_pull_as(OWNER, REPO, "theirs", "main", "mallory", &marker);
+    env.fake
+        .comment_as(OWNER, REPO, number, "mallory", &format!("me too {marker}"));
+    env.fake
+        .review_as(OWNER, REPO, number, "other-app[bot]", "COMMENTED", &marker);
+    let client = env.client()?;
+    env.fake.clear_requests();
+
+    assert_eq!(
+        client
+            .find_pull_by_marker(&env.repo, &marker, LOGIN, None)
+            .await?,
+        None
+    );
+    assert_eq!(
+        client
+            .find_comment_by_marker(&env.repo, number, &marker, LOGIN)
+            .await?,
+        None
+    );
+    assert_eq!(
+        client
+            .find_review_by_marker(&env.repo, number, &marker, LOGIN)
+            .await?,
+        None
+    );
+    // One page each, as for a lookup that finds nothing of ours.
+    assert_eq!(
+        env.requests(),
+        vec![
+            get(
+                "/repos/octo/hello/pulls",
+                &[
+                    ("state", "all"),
+                    ("sort", "created"),
+                    ("direction", "desc"),
+                    ("per_page", "100"),
+                    ("page", "1"),
+                ]
+            ),
+            get(
+                "/repos/octo/hello/issues/1/comments",
+                &[("per_page", "100"), ("page", "1")]
+            ),
+            get(
+                "/repos/octo/hello/pulls/1/reviews",
+                &[("per_page", "100"), ("page", "1")]
+            ),
+        ]
+    );
+    // The author named is the one adopted (bots included).
+    let review = client
+        .find_review_by_marker(&env.repo, number, &marker, "other-app[bot]")
+        .await?;
+    assert_eq!(
+        review.and_then(|r| r.user_login),
+        Some("other-app[bot]".into())
+    );
+    let pull = client
+        .find_pull_by_marker(&env.repo, &marker, "Mallory", None)
+        .await?;
+    assert_eq!(pull.map(|p| p.number), Some(number));
+    Ok(())
+}
+
+#[tokio::test]
+async fn newest_open_pull_skips_newer_pulls_by_other_authors_on_later_pages() -> Result<()> {
+    let env = Env::start().await?;
+    let me = env.token_builder(TOKEN).page_size(2).build()?;
+    env.push("mine", "mine", now_secs());
+    me.create_pull(
+        &env.repo,
+        &NewPull {
+            head: "mine".into(),
+            base: "main".into(),
+            title: "mine".into(),
+            body: String::new(),
+            draft: false,
+        },
+        &task_marker("mine"),
+    )
+    .await?;
+    for i in 0..3 {
+        let branch = format!("theirs-{i}");
+        env.push(&branch, "theirs", now_secs());
+        env.fake
+            .open_pull_as(OWNER, REPO, &branch, "main", "mallory", "");
+    }
+    env.fake.clear_requests();
+
+    let picked = me
+        .newest_open_pull(&env.repo, &Authors::Logins(vec![LOGIN.into()]))
+        .await?;
+
+    assert_eq!(picked.map(|p| p.head.ref_name), Some("mine".into()));
+    let page = |p: &str| {
+        get(
+            "/repos/octo/hello/pulls",
+            &[
+                ("state", "open"),
+                ("sort", "created"),
+                ("direction", "desc"),
+                ("per_page", "2"),
+                ("page", p),
+            ],
+        )
+    };
+    assert_eq!(env.requests(), vec![page("1"), page("2")]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_identity_is_the_author_of_what_the_client_creates() -> Result<()> {
+    let env = Env::start().await?;
+    let client = env.client()?;
+    let identity = client.identity().await?;
+    let issue = client
+        .create_issue(
+            &env.repo,
+            &NewIssue {
+                title: "mine".into(),
+                ..Default::default()
+            },
+            &task_marker("mine"),
+        )
+        .await?;
+    assert_eq!(issue.user_login, Some(identity.login));
+    Ok(())
+}

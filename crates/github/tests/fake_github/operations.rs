@@ -167,7 +167,7 @@ async fn resolve_head_branch_reads_one_activity_page_whatever_the_branch_count()
         Some(BranchHead {
             name: "branch-042".into(),
             sha: newest,
-            committed_at: mins(40),
+            pushed_at: mins(40),
         })
     );
     let requests = env.requests();
@@ -175,12 +175,36 @@ async fn resolve_head_branch_reads_one_activity_page_whatever_the_branch_count()
         "head selection at 301 branches: {} request(s)",
         requests.len()
     );
+    let activity = get(
+        "/repos/octo/hello/activity",
+        &[("direction", "desc"), ("per_page", "100"), ("page", "1")],
+    );
+    assert_eq!(requests, vec![activity.clone()]);
+
+    // What createPullRequest does without base, head and title: the default branch, the head,
+    // the head commit's subject for the title — three requests at 300 branches.
+    env.fake.clear_requests();
+    let base = client.repository(&env.repo).await?.default_branch;
+    let head = client
+        .resolve_head_branch(&env.repo, &base)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no head"))?;
+    let title = client
+        .commit(&env.repo, &head.name)
+        .await?
+        .subject()
+        .to_string();
     assert_eq!(
-        requests,
-        vec![get(
-            "/repos/octo/hello/activity",
-            &[("direction", "desc"), ("per_page", "100"), ("page", "1")]
-        )]
+        (head.name.as_str(), title.as_str()),
+        ("branch-042", "late fix")
+    );
+    assert_eq!(
+        env.requests(),
+        vec![
+            get("/repos/octo/hello", &[]),
+            activity,
+            get("/repos/octo/hello/commits/branch-042", &[]),
+        ]
     );
     Ok(())
 }

@@ -154,6 +154,10 @@ async fn every_policy_refusal_is_exact_and_sends_nothing_to_github() {
                 creds.message,
                 format!("GitHubCredential {main} does not allow the session permission(s) workflows:write: its sessionPermissions are contents:write, issues:write, pull_requests:write")
             );
+            wait_event(&ns, "AgentSession", "above-ceiling", |(ty, reason, note)| {
+                ty == "Warning" && reason == "NotAllowed" && *note == creds.message
+            })
+            .await;
             assert!(
                 ns.api::<Secret>().get_opt("above-ceiling-github").await.unwrap().is_none(),
                 "no token Secret for a refused session"

@@ -1,8 +1,8 @@
 //! An in-memory GitHub REST API for tests and the demo, served over real HTTP on loopback.
 //!
-//! It reproduces the subset of api.github.com that ccplant uses (repositories, branches,
-//! commits, issues, comments, pull requests, reviews, merges, GitHub App installation tokens,
-//! `/rate_limit`) with GitHub's payload shapes, headers (`x-ratelimit-*`, `x-github-request-id`,
+//! It reproduces the subset of api.github.com that ccplant uses (repositories, branches, the
+//! repository activity API, commits, issues, comments, pull requests, reviews, merges, `/user`,
+//! `/app`, GitHub App installation tokens, `/rate_limit`) with GitHub's payload shapes, headers (`x-ratelimit-*`, `x-github-request-id`,
 //! `link`, `etag`) and error bodies, and lets tests inject faults, inspect every request and run
 //! code between a write being applied and its response being sent.
 //!
@@ -217,6 +217,72 @@ impl FakeGitHub {
         self.world()
             .repo(owner, name)
             .and_then(|r| r.branches.get(branch).cloned())
+    }
+
+    /// Opens a pull request from `head` into `base` as `login` (any user, or `slug[bot]`), with
+    /// `body` as it is (no marker added), titled with the head commit's subject: what another
+    /// author's pull request looks like. Returns its number.
+    ///
+    /// # Panics
+    /// If the repository or a branch does not exist (a mistake in the test's setup).
+    pub fn open_pull_as(
+        &self,
+        owner: &str,
+        name: &str,
+        head: &str,
+        base: &str,
+        login: &str,
+        body: &str,
+    ) -> u64 {
+        self.world()
+            .open_pull_as(owner, name, head, base, login, body)
+            .unwrap_or_else(|e| panic!("open_pull_as: {e}"))
+    }
+
+    /// Opens an issue as `login` with `body` as it is. Returns its number.
+    ///
+    /// # Panics
+    /// If the repository does not exist.
+    pub fn open_issue_as(
+        &self,
+        owner: &str,
+        name: &str,
+        login: &str,
+        title: &str,
+        body: &str,
+    ) -> u64 {
+        self.world()
+            .open_issue_as(owner, name, login, title, body)
+            .unwrap_or_else(|e| panic!("open_issue_as: {e}"))
+    }
+
+    /// Comments on issue or pull request `number` as `login`. Returns the comment's id.
+    ///
+    /// # Panics
+    /// If the repository or the issue does not exist.
+    pub fn comment_as(&self, owner: &str, name: &str, number: u64, login: &str, body: &str) -> u64 {
+        self.world()
+            .comment_as(owner, name, number, login, body)
+            .unwrap_or_else(|e| panic!("comment_as: {e}"))
+    }
+
+    /// Reviews pull request `number` at its head as `login`, in `state` (`APPROVED`,
+    /// `COMMENTED`, `CHANGES_REQUESTED`). Returns the review's id.
+    ///
+    /// # Panics
+    /// If the repository or the pull request does not exist.
+    pub fn review_as(
+        &self,
+        owner: &str,
+        name: &str,
+        number: u64,
+        login: &str,
+        state: &str,
+        body: &str,
+    ) -> u64 {
+        self.world()
+            .review_as(owner, name, number, login, state, body)
+            .unwrap_or_else(|e| panic!("review_as: {e}"))
     }
 
     /// Registers a personal access token acting as `login`, with access to every repository.

@@ -498,6 +498,182 @@ impl World {
         true
     }
 
+    /// The account a test acts as: a bot for `…[bot]`, else a user.
+    fn ensure_actor(&mut self, login: &str) {
+        let kind = if login.ends_with("[bot]") {
+            AccountKind::Bot
+        } else {
+            AccountKind::User
+        };
+        self.ensure_account(login, kind);
+    }
+
+    /// Opens a pull request from `head` into `base` authored by `login`, titled with the head
+    /// commit's subject, as if `login` had called `POST /pulls`; returns its number.
+    pub(crate) fn open_pull_as(
+        &mut self,
+        owner: &str,
+        name: &str,
+        head: &str,
+        base: &str,
+        login: &str,
+        body: &str,
+    ) -> Result<u64, String> {
+        self.ensure_actor(login);
+        let (issue_id, pull_id) = (self.next_id(), self.next_id());
+        let repo = self
+            .repo_mut(owner, name)
+            .ok_or_else(|| format!("repository {owner}/{name} does not exist"))?;
+        if !repo.branches.contains_key(base) {
+            return Err(format!("{owner}/{name} has no branch {base}"));
+        }
+        let head_sha = repo
+            .branches
+            .get(head)
+            .cloned()
+            .ok_or_else(|| format!("{owner}/{name} has no branch {head}"))?;
+        let title = repo
+            .commits
+            .get(&head_sha)
+            .and_then(|c| c.message.lines().next())
+            .unwrap_or(head)
+            .to_string();
+        let at = now();
+        let number = repo.next_number();
+        repo.issues.insert(
+            number,
+            Issue {
+                id: issue_id,
+                number,
+                title,
+                body: Some(body.to_string()),
+                user: login.to_string(),
+                state: IssueState::Open,
+                labels: Vec::new(),
+                assignees: Vec::new(),
+                milestone: None,
+                created_at: at,
+                updated_at: at,
+                closed_at: None,
+                comments: Vec::new(),
+                pull: Some(Pull {
+                    id: pull_id,
+                    head_ref: head.to_string(),
+                    head_sha,
+                    base_ref: base.to_string(),
+                    draft: false,
+                    merged_at: None,
+                    merge_commit_sha: None,
+                    merged_by: None,
+                    reviews: Vec::new(),
+                }),
+            },
+        );
+        repo.updated_at = at;
+        Ok(number)
+    }
+
+    /// Opens an issue authored by `login`; returns its number.
+    pub(crate) fn open_issue_as(
+        &mut self,
+        owner: &str,
+        name: &str,
+        login: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<u64, String> {
+        self.ensure_actor(login);
+        let id = self.next_id();
+        let repo = self
+            .repo_mut(owner, name)
+            .ok_or_else(|| format!("repository {owner}/{name} does not exist"))?;
+        let at = now();
+        let number = repo.next_number();
+        repo.issues.insert(
+            number,
+            Issue {
+                id,
+                number,
+                title: title.to_string(),
+                body: Some(body.to_string()),
+                user: login.to_string(),
+                state: IssueState::Open,
+                labels: Vec::new(),
+                assignees: Vec::new(),
+                milestone: None,
+                created_at: at,
+                updated_at: at,
+                closed_at: None,
+                comments: Vec::new(),
+                pull: None,
+            },
+        );
+        repo.updated_at = at;
+        Ok(number)
+    }
+
+    /// Comments on issue or pull request `number` as `login`; returns the comment's id.
+    pub(crate) fn comment_as(
+        &mut self,
+        owner: &str,
+        name: &str,
+        number: u64,
+        login: &str,
+        body: &str,
+    ) -> Result<u64, String> {
+        self.ensure_actor(login);
+        let id = self.next_id();
+        let issue = self
+            .repo_mut(owner, name)
+            .and_then(|repo| repo.issues.get_mut(&number))
+            .ok_or_else(|| format!("{owner}/{name} has no issue or pull request #{number}"))?;
+        let at = now();
+        issue.comments.push(Comment {
+            id,
+            body: body.to_string(),
+            user: login.to_string(),
+            created_at: at,
+            updated_at: at,
+        });
+        issue.updated_at = at;
+        Ok(id)
+    }
+
+    /// Submits a review (`APPROVED`, `COMMENTED`, `CHANGES_REQUESTED`) of pull request `number`
+    /// at its current head as `login`; returns the review's id. Unlike GitHub it does not
+    /// refuse an author's approval of their own pull request.
+    pub(crate) fn review_as(
+        &mut self,
+        owner: &str,
+        name: &str,
+        number: u64,
+        login: &str,
+        state: &str,
+        body: &str,
+    ) -> Result<u64, String> {
+        self.ensure_actor(login);
+        let id = self.next_id();
+        let issue = self
+            .repo_mut(owner, name)
+            .and_then(|repo| repo.issues.get_mut(&number))
+            .ok_or_else(|| format!("{owner}/{name} has no pull request #{number}"))?;
+        let at = now();
+        let pull = issue
+            .pull
+            .as_mut()
+            .ok_or_else(|| format!("{owner}/{name} #{number} is not a pull request"))?;
+        pull.reviews.push(Review {
+            id,
+            user: login.to_string(),
+            body: body.to_string(),
+            state: state.to_string(),
+            commit_id: pull.head_sha.clone(),
+            submitted_at: Some(at),
+        });
+        issue.updated_at = at;
+        Ok(id)
+    }
+
     /// Appends a request to the log and returns its sequence number.
     pub(crate) fn record(&mut self, request: RecordedRequest) -> u64 {
         self.next_request_seq += 1;

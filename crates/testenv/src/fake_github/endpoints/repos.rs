@@ -53,7 +53,8 @@ pub(super) fn get_commit(world: &World, call: &Call, repo: &RepoPath, reference:
 }
 
 /// `GET /repos/{owner}/{repo}/activity`: changes of the repository's refs, newest first by
-/// default (`direction`), filtered by `ref` (a branch name or `refs/heads/...`) and
+/// default (`direction`), filtered by `ref` (a branch name or `refs/heads/...`), `actor`
+/// (a login), `time_period` (`day`, `week`, `month`, `quarter`, `year`: changes since then) and
 /// `activity_type`, paginated (`per_page` at most 100) with a `link` header like GitHub's.
 pub(super) fn list_activity(world: &World, call: &Call, repo: &RepoPath) -> Outcome {
     let repo = find(world, repo)?;
@@ -66,12 +67,29 @@ pub(super) fn list_activity(world: &World, call: &Call, repo: &RepoPath) -> Outc
         }
     });
     let wanted_type = call.query.get("activity_type");
+    let actor = call.query.get("actor");
+    let since = match call.query.get("time_period") {
+        None => None,
+        Some(period) => {
+            let days = match period {
+                "day" => 1,
+                "week" => 7,
+                "month" => 30,
+                "quarter" => 91,
+                "year" => 365,
+                _ => return Err(super::invalid_parameter("time_period")),
+            };
+            Some(call.now - chrono::TimeDelta::days(days))
+        }
+    };
     let render = call.render(world);
     let mut entries: Vec<_> = repo
         .activity
         .iter()
         .filter(|a| wanted_ref.as_deref().is_none_or(|r| a.reference == r))
         .filter(|a| wanted_type.is_none_or(|t| a.activity_type == t))
+        .filter(|a| actor.is_none_or(|l| a.actor.eq_ignore_ascii_case(l)))
+        .filter(|a| since.is_none_or(|t| a.timestamp >= t))
         .collect();
     entries.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
     if descending {
