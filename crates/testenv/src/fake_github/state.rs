@@ -114,6 +114,29 @@ pub(crate) struct Pull {
     pub reviews: Vec<Review>,
 }
 
+impl Pull {
+    /// A pull request just opened from `head_ref` at `head_sha` into `base_ref`.
+    pub(crate) fn opened(
+        id: u64,
+        head_ref: String,
+        head_sha: String,
+        base_ref: String,
+        draft: bool,
+    ) -> Self {
+        Pull {
+            id,
+            head_ref,
+            head_sha,
+            base_ref,
+            draft,
+            merged_at: None,
+            merge_commit_sha: None,
+            merged_by: None,
+            reviews: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IssueState {
     Open,
@@ -146,6 +169,37 @@ pub(crate) struct Issue {
     pub closed_at: Option<DateTime<Utc>>,
     pub comments: Vec<Comment>,
     pub pull: Option<Pull>,
+}
+
+impl Issue {
+    /// An open issue (or, with `pull`, a pull request) created at `at`, without labels,
+    /// assignees, milestone or comments.
+    pub(crate) fn opened(
+        id: u64,
+        number: u64,
+        title: String,
+        body: Option<String>,
+        user: String,
+        at: DateTime<Utc>,
+        pull: Option<Pull>,
+    ) -> Self {
+        Issue {
+            id,
+            number,
+            title,
+            body,
+            user,
+            state: IssueState::Open,
+            labels: Vec::new(),
+            assignees: Vec::new(),
+            milestone: None,
+            created_at: at,
+            updated_at: at,
+            closed_at: None,
+            comments: Vec::new(),
+            pull,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -542,32 +596,21 @@ impl World {
         let number = repo.next_number();
         repo.issues.insert(
             number,
-            Issue {
-                id: issue_id,
+            Issue::opened(
+                issue_id,
                 number,
                 title,
-                body: Some(body.to_string()),
-                user: login.to_string(),
-                state: IssueState::Open,
-                labels: Vec::new(),
-                assignees: Vec::new(),
-                milestone: None,
-                created_at: at,
-                updated_at: at,
-                closed_at: None,
-                comments: Vec::new(),
-                pull: Some(Pull {
-                    id: pull_id,
-                    head_ref: head.to_string(),
+                Some(body.to_string()),
+                login.to_string(),
+                at,
+                Some(Pull::opened(
+                    pull_id,
+                    head.to_string(),
                     head_sha,
-                    base_ref: base.to_string(),
-                    draft: false,
-                    merged_at: None,
-                    merge_commit_sha: None,
-                    merged_by: None,
-                    reviews: Vec::new(),
-                }),
-            },
+                    base.to_string(),
+                    false,
+                )),
+            ),
         );
         repo.updated_at = at;
         Ok(number)
@@ -591,22 +634,15 @@ impl World {
         let number = repo.next_number();
         repo.issues.insert(
             number,
-            Issue {
+            Issue::opened(
                 id,
                 number,
-                title: title.to_string(),
-                body: Some(body.to_string()),
-                user: login.to_string(),
-                state: IssueState::Open,
-                labels: Vec::new(),
-                assignees: Vec::new(),
-                milestone: None,
-                created_at: at,
-                updated_at: at,
-                closed_at: None,
-                comments: Vec::new(),
-                pull: None,
-            },
+                title.to_string(),
+                Some(body.to_string()),
+                login.to_string(),
+                at,
+                None,
+            ),
         );
         repo.updated_at = at;
         Ok(number)

@@ -107,32 +107,15 @@ pub(super) fn create(world: &mut World, call: &Call, at: &RepoPath) -> Outcome {
     let number = repo.next_number();
     repo.issues.insert(
         number,
-        Issue {
-            id: issue_id,
+        Issue::opened(
+            issue_id,
             number,
             title,
-            body: text,
-            user: author,
-            state: IssueState::Open,
-            labels: Vec::new(),
-            assignees: Vec::new(),
-            milestone: None,
-            created_at: call.now,
-            updated_at: call.now,
-            closed_at: None,
-            comments: Vec::new(),
-            pull: Some(Pull {
-                id: pull_id,
-                head_ref,
-                head_sha,
-                base_ref: base,
-                draft,
-                merged_at: None,
-                merge_commit_sha: None,
-                merged_by: None,
-                reviews: Vec::new(),
-            }),
-        },
+            text,
+            author,
+            call.now,
+            Some(Pull::opened(pull_id, head_ref, head_sha, base, draft)),
+        ),
     );
     repo.updated_at = call.now;
     let repo = find_repo(world, at)?;
