@@ -70,6 +70,9 @@ pub mod reasons {
     /// The apiserver refused one of the session's children (admission, quota, an invalid
     /// override); the message carries its answer.
     pub const CHILD_REJECTED: &str = "ChildRejected";
+    /// An object with one of the session's child names exists and is not controlled by the
+    /// session (its controller ownerReference): nothing is written, deleted or dialled.
+    pub const NAME_CONFLICT: &str = "NameConflict";
     /// The GitHub access policy refuses it: a GitHubCredential's rule (namespace, repository,
     /// action, session permissions) or no credential at all; the message names both.
     pub const NOT_ALLOWED: &str = "NotAllowed";

@@ -11,24 +11,38 @@ use std::fmt::Debug;
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "ccplant-operator";
 
-/// Applies `obj` (a complete desired object with apiVersion and kind) in its namespace.
-pub async fn apply_object<K>(ctx: &Context, obj: &K) -> Result<K, kube::Error>
+/// Applies `obj` (a complete desired object with apiVersion and kind) over the object of that
+/// name in its namespace. With `uid`, only over that very object: the apiserver refuses (422,
+/// metadata.uid is immutable) when the name now belongs to another.
+pub async fn apply_object<K>(ctx: &Context, obj: &K, uid: Option<&str>) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
     K: Clone + Debug + Serialize + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let mut obj = obj.clone();
+    if let Some(uid) = uid {
+        obj.meta_mut().uid = Some(uid.to_owned());
+    }
     api.patch(
         &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
+        &Patch::Apply(&obj),
     )
     .await
 }
 
-/// Creates `obj` in its namespace with the operator's field manager; `Ok` when it already
-/// exists.
-pub async fn create_object<K>(ctx: &Context, obj: &K) -> Result<(), kube::Error>
+/// Whether a create made the object or found one of that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// Something of that name exists (made earlier by this operator, or by someone else: the
+    /// caller tells which).
+    AlreadyExists,
+}
+
+/// Creates `obj` in its namespace with the operator's field manager.
+pub async fn create_object<K>(ctx: &Context, obj: &K) -> Result<Created, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
     K: Clone + Debug + Serialize + DeserializeOwned,
@@ -39,8 +53,10 @@ where
         ..Default::default()
     };
     match api.create(&params, obj).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(()),
+        Ok(_) => Ok(Created::New),
+        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
+            Ok(Created::AlreadyExists)
+        }
         Err(e) => Err(e),
     }
 }
@@ -88,16 +104,31 @@ where
     Ok(())
 }
 
-/// Deletes `ns/name` in the background; already gone is fine.
-pub async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), kube::Error>
+/// Deletes `ns/name` in the background; already gone is fine. With `uid`, only that very
+/// object: when the name belongs to another object now (the uid precondition fails, 409),
+/// nothing is deleted and that is fine too.
+pub async fn delete<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
     K: Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &DeleteParams::background()).await {
+    let mut params = DeleteParams::background();
+    if let Some(uid) = uid {
+        params = params.preconditions(kube::api::Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        });
+    }
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 && uid.is_some() => Ok(()),
         Err(e) => Err(e),
     }
 }

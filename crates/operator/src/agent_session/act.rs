@@ -9,16 +9,17 @@
 //! error: the session shows it (`ChildRejected`) instead of retrying every 5 s.
 
 use super::build::HEADLESS;
-use super::children::{PodSummary, Presence, ServiceSummary};
+use super::children::{Control, PodSummary, Presence, ServiceSummary};
 use super::controller::{Error, SessionContext};
 use super::conversation::DELIVERED_BEFORE_ANNOTATION;
 use super::credentials::{self, Issued, SessionCredentialsError};
 use super::decide::conversation::AgentStep;
 use super::decide::credentials::Issue;
-use super::decide::{ChildWrites, First, Plan};
+use super::decide::{ChildWrites, First, Plan, Write};
 use super::names::SessionNames;
 use super::observe::{Learned, MintFailure};
 use super::pod_state::PodState;
+use crate::apply::Created;
 use ccplant_api::AgentSession;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
@@ -39,14 +40,14 @@ pub async fn act(
     if let Some(first) = &plan.first {
         return first_step(sctx, session, first, now).await.map(Some);
     }
-    if let Some(refused) = write_children(sctx, session, plan).await? {
-        return Ok(Some(Learned::Refused(refused)));
+    if let Some(stopped) = write_children(sctx, session, plan).await? {
+        return Ok(Some(stopped));
     }
     let ctx = &sctx.ctx;
     let ns = session.namespace().unwrap_or_default();
     let names = SessionNames::for_session(session);
-    if plan.delete_pod {
-        crate::apply::delete::<Pod>(ctx, &ns, &names.pod)
+    if let Some(delete) = &plan.delete_pod {
+        crate::apply::delete::<Pod>(ctx, &ns, &names.pod, delete.uid.as_deref())
             .await
             .map_err(|source| Error::Delete {
                 what: format!("Pod {ns}/{}", names.pod),
@@ -95,12 +96,18 @@ pub async fn finish(
     }
     if plan.delete_session {
         let ns = session.namespace().unwrap_or_default();
-        crate::apply::delete::<AgentSession>(ctx, &ns, &session.name_any())
-            .await
-            .map_err(|source| Error::Delete {
-                what: format!("AgentSession {ns}/{}", session.name_any()),
-                source,
-            })?;
+        // This very session: one of that name created since is not deleted.
+        crate::apply::delete::<AgentSession>(
+            ctx,
+            &ns,
+            &session.name_any(),
+            session.uid().as_deref(),
+        )
+        .await
+        .map_err(|source| Error::Delete {
+            what: format!("AgentSession {ns}/{}", session.name_any()),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -121,7 +128,17 @@ async fn first_step(
         First::Token(Issue::Store(issued)) => store(sctx, session, issued.clone()).await,
         First::Token(Issue::Mint(request)) => match credentials::mint(ctx, request, now).await {
             Ok(issued) => {
+                let token = issued.token.clone();
                 let learned = store(sctx, session, issued).await?;
+                if let Learned::Conflict(_) = learned {
+                    // Nowhere to keep it: the fresh token goes at once.
+                    if let Err(error) =
+                        credentials::revoke_token(ctx, &request.source, &token).await
+                    {
+                        warn!(%error, "revoking an installation token that could not be stored failed");
+                    }
+                    return Ok(learned);
+                }
                 // The new token is in the Secret: the one it replaced goes (once; a failure is
                 // logged, that token expiring within the hour).
                 if let Some(old) = &request.replaces
@@ -166,62 +183,88 @@ async fn store(
     session: &AgentSession,
     issued: Issued,
 ) -> Result<Learned, Error> {
-    credentials::store(&sctx.ctx, session, issued.clone())
-        .await
-        .map_err(Error::Credentials)?;
-    Ok(Learned::Token(issued))
+    match credentials::store(&sctx.ctx, session, issued.clone()).await {
+        Ok(()) => Ok(Learned::Token(issued)),
+        Err(SessionCredentialsError::NameConflict(what)) => Ok(Learned::Conflict(what)),
+        Err(e) => Err(Error::Credentials(e)),
+    }
 }
 
-/// The workspace claim first (the pod mounts it), then the rest at once; `Some` with the
-/// apiserver's answer when it refused one.
+/// What writing the children ran into: the apiserver refused one (its answer), or one's name
+/// is taken by an object the session does not control.
+enum Stopped {
+    Refused(String),
+    Conflict(String),
+}
+
+/// The workspace claim first (the pod mounts it), then the rest at once; `Some` when the
+/// apiserver refused one or a name was taken.
 async fn write_children(
     sctx: &SessionContext,
     session: &AgentSession,
     plan: &Plan,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<Learned>, Error> {
     let ctx = &sctx.ctx;
     let writes = &plan.children;
     let ns = session.namespace().unwrap_or_default();
     let names = SessionNames::for_session(session);
     if let Some(pvc) = &writes.pvc {
-        let what = format!("PersistentVolumeClaim {ns}/{}", names.workspace_pvc);
-        if let Some(refused) = refusal(apply(ctx, pvc, &what).await)? {
-            return Ok(Some(refused));
+        let what = (
+            "PersistentVolumeClaim",
+            ns.as_str(),
+            names.workspace_pvc.as_str(),
+        );
+        if let Some(stopped) = outcome(write(ctx, pvc, what).await)? {
+            return Ok(Some(stopped.into()));
         }
     }
     let service = async {
         match &writes.service {
-            Some(s) => apply(ctx, s, &format!("Service {ns}/{}", names.service)).await,
-            None => Ok(()),
+            Some(s) => write(ctx, s, ("Service", &ns, &names.service)).await,
+            None => Ok(None),
         }
     };
     let policy = async {
-        let what = format!("NetworkPolicy {ns}/{}", names.network_policy);
+        let what = ("NetworkPolicy", ns.as_str(), names.network_policy.as_str());
         if let Some(np) = &writes.network_policy {
-            apply(ctx, np, &what).await
-        } else if writes.delete_network_policy {
-            crate::apply::delete::<NetworkPolicy>(ctx, &ns, &names.network_policy)
-                .await
-                .map_err(|source| Error::Delete { what, source })
+            write(ctx, np, what).await
+        } else if let Some(delete) = &writes.delete_network_policy {
+            crate::apply::delete::<NetworkPolicy>(
+                ctx,
+                &ns,
+                &names.network_policy,
+                delete.uid.as_deref(),
+            )
+            .await
+            .map(|()| None)
+            .map_err(|source| Error::Delete {
+                what: format!("NetworkPolicy {ns}/{}", names.network_policy),
+                source,
+            })
         } else {
-            Ok(())
+            Ok(None)
         }
     };
     let pod = async {
         match &writes.pod {
-            Some(p) => crate::apply::create_object(ctx, p)
-                .await
-                .map_err(|source| Error::Apply {
-                    what: format!("Pod {ns}/{}", names.pod),
-                    source,
-                }),
-            None => Ok(()),
+            Some(p) => write(ctx, &Write::Create(p.clone()), ("Pod", &ns, &names.pod)).await,
+            None => Ok(None),
         }
     };
     let (service, policy, pod) = futures::join!(service, policy, pod);
-    let (service, policy, pod) = (refusal(service)?, refusal(policy)?, refusal(pod)?);
-    expect_written(sctx, &ns, &names, writes, (&service, &policy, &pod));
-    Ok(service.or(policy).or(pod))
+    let (service, policy, pod) = (outcome(service)?, outcome(policy)?, outcome(pod)?);
+    let uid = session.uid().unwrap_or_default();
+    expect_written(sctx, &ns, &names, writes, &uid, (&service, &policy, &pod));
+    Ok(service.or(policy).or(pod).map(Into::into))
+}
+
+impl From<Stopped> for Learned {
+    fn from(stopped: Stopped) -> Self {
+        match stopped {
+            Stopped::Refused(message) => Learned::Refused(message),
+            Stopped::Conflict(what) => Learned::Conflict(what),
+        }
+    }
 }
 
 /// Children just written count as present until their watches show them, so a reconcile in
@@ -231,21 +274,25 @@ fn expect_written(
     ns: &str,
     names: &SessionNames,
     writes: &ChildWrites,
-    (service, policy, pod): (&Option<String>, &Option<String>, &Option<String>),
+    session_uid: &str,
+    (service, policy, pod): (&Option<Stopped>, &Option<Stopped>, &Option<Stopped>),
 ) {
     let index = &sctx.children;
     let present = Presence {
         deleting: false,
         bound: false,
+        control: Control::created_for(session_uid),
     };
     if writes.pvc.is_some() {
-        index.pvcs.expect(ns, &names.workspace_pvc, present);
+        index.pvcs.expect(ns, &names.workspace_pvc, present.clone());
     }
     if let (Some(s), None) = (&writes.service, service) {
-        let headless = s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(HEADLESS);
+        let spec = s.object().spec.as_ref();
+        let headless = spec.and_then(|s| s.cluster_ip.as_deref()) == Some(HEADLESS);
+        let control = Control::created_for(session_uid);
         index
             .services
-            .expect(ns, &names.service, ServiceSummary { headless });
+            .expect(ns, &names.service, ServiceSummary { headless, control });
     }
     if let (Some(_), None) = (&writes.network_policy, policy) {
         index
@@ -265,6 +312,7 @@ fn expect_written(
             ip: None,
             uid: 0,
             delivered_before,
+            control: Control::created_for(session_uid),
         };
         index.pods.expect(ns, &names.pod, summary);
     }
@@ -272,29 +320,45 @@ fn expect_written(
 
 /// An apiserver refusal of a child (400, 403, 404, 422) as the message the session shows;
 /// other errors propagate (retried with backoff).
-fn refusal(result: Result<(), Error>) -> Result<Option<String>, Error> {
+fn outcome(result: Result<Option<Stopped>, Error>) -> Result<Option<Stopped>, Error> {
     match result {
         Err(Error::Apply {
             what,
             source: kube::Error::Api(e),
-        }) if matches!(e.code, 400 | 403 | 404 | 422) => {
-            Ok(Some(format!("{what} was refused: {}", e.message)))
-        }
-        Err(e) => Err(e),
-        Ok(()) => Ok(None),
+        }) if matches!(e.code, 400 | 403 | 404 | 422) => Ok(Some(Stopped::Refused(format!(
+            "{what} was refused: {}",
+            e.message
+        )))),
+        other => other,
     }
 }
 
-async fn apply<K>(ctx: &crate::context::Context, obj: &K, what: &str) -> Result<(), Error>
+/// Creates or applies one child; a create that finds the name taken is a conflict (whoever made
+/// that object, the session does not control it: its own would have been in the index).
+async fn write<K>(
+    ctx: &crate::context::Context,
+    child: &Write<K>,
+    (kind, ns, name): (&str, &str, &str),
+) -> Result<Option<Stopped>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
     K: Clone + Debug + Serialize + DeserializeOwned,
 {
-    crate::apply::apply_object(ctx, obj)
-        .await
-        .map(drop)
-        .map_err(|source| Error::Apply {
-            what: what.to_string(),
-            source,
-        })
+    let failed = |source| Error::Apply {
+        what: format!("{kind} {ns}/{name}"),
+        source,
+    };
+    match child {
+        Write::Create(object) => match crate::apply::create_object(ctx, object).await {
+            Ok(Created::New) => Ok(None),
+            Ok(Created::AlreadyExists) => Ok(Some(Stopped::Conflict(
+                super::decide::conflict_message(kind, ns, name),
+            ))),
+            Err(source) => Err(failed(source)),
+        },
+        Write::Apply { object, uid } => crate::apply::apply_object(ctx, object, uid.as_deref())
+            .await
+            .map(|_| None)
+            .map_err(failed),
+    }
 }

@@ -18,6 +18,7 @@ use super::controller::SessionObject;
 use super::pod_state::{PodState, observe_pod};
 use ccplant_api::AgentSession;
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -100,6 +101,62 @@ fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Whose child an object is, as its metadata says: the session its controller ownerReference
+/// names (by uid), and its own uid for delete preconditions. An object with a child's name that
+/// is not controlled by that session (planted, or another tool's) is never written, deleted or
+/// dialled ([`Control::is_of`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// A hash of the uid of the AgentSession that controls the object; 0: none does.
+    pub session: u64,
+    /// The object's own uid; `None` for a child this process just created and has not seen yet.
+    pub uid: Option<Arc<str>>,
+}
+
+impl Control {
+    /// What `meta` says.
+    pub fn of(meta: &ObjectMeta) -> Self {
+        let session = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && is_session_kind(o))
+            .map_or(0, |o| uid_hash(&o.uid));
+        Control {
+            session,
+            uid: meta.uid.as_deref().map(Arc::from),
+        }
+    }
+
+    /// A child this process just created for the session with `session_uid`.
+    pub fn created_for(session_uid: &str) -> Self {
+        Control {
+            session: uid_hash(session_uid),
+            uid: None,
+        }
+    }
+
+    /// Whether the object is controlled by the session with `session_uid`.
+    pub fn is_of(&self, session_uid: &str) -> bool {
+        self.session != 0 && self.session == uid_hash(session_uid)
+    }
+}
+
+/// A hash of a uid (never 0 for a non-empty uid, so 0 can mean "none").
+pub fn uid_hash(uid: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if uid.is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    h.finish().max(1)
+}
+
+fn is_session_kind(o: &OwnerReference) -> bool {
+    o.kind == AgentSession::kind(&()) && o.api_version == AgentSession::api_version(&())
+}
+
 /// What the session's pod says, and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodSummary {
@@ -111,6 +168,7 @@ pub struct PodSummary {
     /// Outbox entries earlier pods of the session received (the pod's
     /// [`super::conversation::DELIVERED_BEFORE_ANNOTATION`]).
     pub delivered_before: u32,
+    pub control: Control,
 }
 
 impl PodSummary {
@@ -136,33 +194,38 @@ pub fn summarize_pod(pod: &CachedPod) -> PodSummary {
             .and_then(|a| a.get(super::conversation::DELIVERED_BEFORE_ANNOTATION))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        control: Control::of(&pod.metadata),
     }
 }
 
 /// A Service: whether it is headless (a clusterIP, once allocated, cannot be taken back).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSummary {
     pub headless: bool,
+    pub control: Control,
 }
 
 pub fn summarize_service(service: &CachedService) -> ServiceSummary {
     let ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
     ServiceSummary {
         headless: ip.is_none_or(|ip| ip == super::build::HEADLESS),
+        control: Control::of(&service.metadata),
     }
 }
 
 /// A NetworkPolicy or PVC: whether it is being deleted, and (PVC) whether it is bound.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Presence {
     pub deleting: bool,
     pub bound: bool,
+    pub control: Control,
 }
 
 pub fn summarize_policy(policy: &CachedPolicy) -> Presence {
     Presence {
         deleting: policy.metadata.deletion_timestamp.is_some(),
         bound: false,
+        control: Control::of(&policy.metadata),
     }
 }
 
@@ -170,6 +233,7 @@ pub fn summarize_claim(claim: &CachedClaim) -> Presence {
     Presence {
         deleting: claim.metadata.deletion_timestamp.is_some(),
         bound: claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+        control: Control::of(&claim.metadata),
     }
 }
 
@@ -182,14 +246,13 @@ pub fn session_ref(session: &AgentSession) -> ObjectRef<SessionObject> {
     }
 }
 
-/// The sessions owning `obj` (by owner reference).
+/// The session controlling `obj` (its controller owner reference): an object that merely
+/// lists a session among its owners, or carries a session's labels, triggers nothing.
 fn owners<K: Resource>(obj: &K) -> Vec<ObjectRef<SessionObject>> {
     let namespace = obj.namespace();
-    let api_version = AgentSession::api_version(&());
-    let kind = AgentSession::kind(&());
     obj.owner_references()
         .iter()
-        .filter(|o| o.kind == kind && o.api_version == api_version)
+        .filter(|o| o.controller == Some(true) && is_session_kind(o))
         .map(|o| {
             let r = ObjectRef::new(&o.name);
             match &namespace {
@@ -287,10 +350,12 @@ mod tests {
 
     fn child(kind: &str, name: &str, owner: &str, extra: serde_json::Value) -> serde_json::Value {
         let mut v = json!({
-            "metadata": {"name": name, "namespace": "team",
+            "metadata": {"name": name, "namespace": "team", "uid": "child-uid",
                 "ownerReferences": [
                     {"apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
                         "name": owner, "uid": "u", "controller": true},
+                    {"apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSession",
+                        "name": "not-the-controller", "uid": "n"},
                     {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "c"}]},
         });
         v["kind"] = json!(kind);
@@ -302,6 +367,12 @@ mod tests {
 
     #[test]
     fn summaries_answer_the_reconcilers_questions() {
+        let mut planted: CachedPod =
+            serde_json::from_value(child("Pod", "s", "s", json!({}))).unwrap();
+        planted.metadata.owner_references = None;
+        assert_eq!(Control::of(&planted.metadata).session, 0);
+        assert!(!Control::of(&planted.metadata).is_of(""));
+        assert!(owners(&planted).is_empty());
         let pod: CachedPod = serde_json::from_value(child(
             "Pod",
             "s",
@@ -317,8 +388,15 @@ mod tests {
                 ip: Some("10.0.0.7".into()),
                 uid: summarize_pod(&pod).uid,
                 delivered_before: 0,
+                control: Control {
+                    session: uid_hash("u"),
+                    uid: Some("child-uid".into()),
+                },
             }
         );
+        assert!(summarize_pod(&pod).control.is_of("u"));
+        assert!(!summarize_pod(&pod).control.is_of("n"));
+        // Only the controller is triggered.
         assert_eq!(owners(&pod), vec![ObjectRef::new("s").within("team")]);
 
         let service = |spec: serde_json::Value| -> CachedService {
@@ -338,7 +416,11 @@ mod tests {
             summarize_claim(&claim),
             Presence {
                 deleting: false,
-                bound: true
+                bound: true,
+                control: Control {
+                    session: uid_hash("u"),
+                    uid: Some("child-uid".into()),
+                },
             }
         );
         let mut policy: CachedPolicy =
@@ -360,20 +442,22 @@ mod tests {
         let assumed = Presence {
             deleting: false,
             bound: false,
+            control: Control::created_for("u"),
         };
-        index.expect("team", "s", assumed);
-        assert_eq!(index.get("team", "s"), Some(assumed));
+        index.expect("team", "s", assumed.clone());
+        assert_eq!(index.get("team", "s"), Some(assumed.clone()));
         assert_eq!(index.get("team", "other"), None);
         // What the watch shows wins.
         let seen = Presence {
             deleting: false,
             bound: true,
+            control: Control::created_for("u"),
         };
         index
             .entries
             .write()
             .unwrap()
-            .insert(key("team", "s"), seen);
+            .insert(key("team", "s"), seen.clone());
         assert_eq!(index.get("team", "s"), Some(seen));
         // Expired: no longer assumed.
         index.entries.write().unwrap().clear();
@@ -391,12 +475,17 @@ mod tests {
 
     #[test]
     fn summaries_are_small() {
-        // 88 bytes: the state, the IP, the uid hash and the delivered-before count.
+        // 112 bytes: the state, the IP, the uid hash, the delivered-before count and who
+        // controls it (a hash and the pod's own uid).
         assert!(
-            std::mem::size_of::<PodSummary>() <= 88,
+            std::mem::size_of::<PodSummary>() <= 112,
             "{}",
             std::mem::size_of::<PodSummary>()
         );
-        assert!(std::mem::size_of::<Presence>() <= 2);
+        assert!(
+            std::mem::size_of::<Presence>() <= 32,
+            "{}",
+            std::mem::size_of::<Presence>()
+        );
     }
 }

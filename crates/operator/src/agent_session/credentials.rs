@@ -15,7 +15,7 @@ use ccplant_github::{ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -128,6 +128,9 @@ impl SessionTokens {
 /// The session's own credentials Secret, as read after a restart.
 #[derive(Clone, Debug, Default)]
 pub struct SessionSecret {
+    /// Who controls the Secret: a Secret of that name the session does not control is
+    /// someone else's.
+    pub control: super::children::Control,
     pub token: Option<SecretString>,
     pub kind: Option<TokenKind>,
     pub issued_at: Option<DateTime<Utc>>,
@@ -144,6 +147,7 @@ pub fn session_secret(secret: &Secret) -> SessionSecret {
             .map(|t| t.with_timezone(&Utc))
     };
     SessionSecret {
+        control: super::children::Control::of(&secret.metadata),
         token: secret
             .data
             .as_ref()
@@ -177,6 +181,8 @@ pub enum SessionCredentialsError {
     Delete(String, #[source] kube::Error),
     #[error(transparent)]
     Build(#[from] super::build::BuildError),
+    #[error("{0}")]
+    NameConflict(String),
     #[error("revoking the session's installation token: {0}")]
     Revoke(String),
     #[error("updating the finalizer {finalizer}: {source}")]
@@ -201,7 +207,9 @@ pub async fn read_session_secret(
         .map_err(|e| SessionCredentialsError::Read(format!("{ns}/{name}"), e))
 }
 
-/// Writes `issued` into the session's Secret (server-side apply) and remembers it.
+/// Writes `issued` into the session's Secret and remembers it: created when absent; applied
+/// over the session's own Secret (its uid a precondition); a Secret of that name the session
+/// does not control is left alone ([`SessionCredentialsError::NameConflict`]).
 pub async fn store(
     ctx: &Context,
     session: &AgentSession,
@@ -215,9 +223,37 @@ pub async fn store(
         issued.token.expose_secret(),
         issued.annotations(),
     )?;
-    crate::apply::apply_object(ctx, &secret)
+    let write = |e| SessionCredentialsError::Write(what.clone(), e);
+    if crate::apply::create_object(ctx, &secret)
         .await
-        .map_err(|e| SessionCredentialsError::Write(what, e))?;
+        .map_err(write)?
+        == crate::apply::Created::AlreadyExists
+    {
+        // A refresh (or a store after a restart): only over the session's own Secret.
+        let existing = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|e| SessionCredentialsError::Read(what.clone(), e))?;
+        let uid = session.uid().unwrap_or_default();
+        match existing {
+            Some(m) if super::children::Control::of(&m.metadata).is_of(&uid) => {
+                crate::apply::apply_object(ctx, &secret, m.metadata.uid.as_deref())
+                    .await
+                    .map_err(write)?;
+            }
+            // Gone in between: created on the next reconcile.
+            None => {
+                return Err(write(kube::Error::Api(
+                    kube::core::Status::failure("deleted while being written", "NotFound").boxed(),
+                )));
+            }
+            Some(_) => {
+                return Err(SessionCredentialsError::NameConflict(
+                    super::decide::conflict_message("Secret", &ns, &name),
+                ));
+            }
+        }
+    }
     ctx.session_tokens
         .set(&session.uid().unwrap_or_default(), issued);
     Ok(())
@@ -294,12 +330,20 @@ pub async fn revoke(
         tracing::warn!(%error, "revoking the installation token failed");
         gone = false;
     }
+    // Only the session's own Secret goes, and only that very object (uid precondition).
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    match api.delete(&name, &DeleteParams::background()).await {
-        Ok(_) => Ok(gone),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(gone),
-        Err(e) => Err(SessionCredentialsError::Delete(format!("{ns}/{name}"), e)),
+    let what = || format!("{ns}/{name}");
+    let existing = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|e| SessionCredentialsError::Read(what(), e))?;
+    let uid = session.uid().unwrap_or_default();
+    if let Some(m) = existing.filter(|m| super::children::Control::of(&m.metadata).is_of(&uid)) {
+        crate::apply::delete::<Secret>(ctx, &ns, &name, m.metadata.uid.as_deref())
+            .await
+            .map_err(|e| SessionCredentialsError::Delete(what(), e))?;
     }
+    Ok(gone)
 }
 
 /// Revokes one installation token with the App whose Secret is at `app`; a token GitHub no

@@ -35,6 +35,8 @@ pub struct Observed {
     pub ended: Option<End>,
     /// Learned: the apiserver refused a child; its answer.
     pub refused: Option<String>,
+    /// Learned: creating a child found an object of that name the session does not control.
+    pub conflict: Option<String>,
     /// Learned: the finalizer `ccplant.io/revoke-token` was added in this reconcile.
     pub finalizer_added: bool,
 }
@@ -46,6 +48,9 @@ pub struct Children {
     pub service: Option<ServiceSummary>,
     pub pvc: Option<Presence>,
     pub network_policy: Option<Presence>,
+    /// The session's credentials Secret was read and is not controlled by the session (its
+    /// content is ignored).
+    pub foreign_secret: bool,
 }
 
 /// The session's credentials as far as they were read.
@@ -90,6 +95,8 @@ pub enum Learned {
     },
     /// The apiserver refused a child.
     Refused(String),
+    /// A child's name is taken by an object the session does not control; what it is.
+    Conflict(String),
 }
 
 impl Observed {
@@ -107,6 +114,7 @@ impl Observed {
                 self.ended = end;
             }
             Learned::Refused(message) => self.refused = Some(message),
+            Learned::Conflict(what) => self.conflict = Some(what),
             Learned::FinalizerAdded => self.finalizer_added = true,
         }
     }
@@ -161,7 +169,9 @@ pub async fn observe(
         service: index.services.get(&ns, &names.service),
         pvc: index.pvcs.get(&ns, &names.workspace_pvc),
         network_policy: index.network_policies.get(&ns, &names.network_policy),
+        foreign_secret: false,
     };
+    let mut children = children;
     sctx.ctx.policy.ready().await;
     let (source, refusal) = match credential_grant(&sctx.ctx.policy, session) {
         Ok(grant) => (grant.map(|g| g.secret), None),
@@ -183,11 +193,12 @@ pub async fn observe(
         _ => credentials::reads_to_revoke(c, issued_per_status),
     };
     if reads(&creds).own_secret {
-        creds.own = Some(
-            super::credentials::read_session_secret(&sctx.ctx, session)
-                .await
-                .map_err(Error::Credentials)?,
-        );
+        let own = super::credentials::read_session_secret(&sctx.ctx, session)
+            .await
+            .map_err(Error::Credentials)?;
+        // A Secret of that name the session does not control is never read from.
+        children.foreign_secret = own.as_ref().is_some_and(|s| !s.control.is_of(&uid));
+        creds.own = Some(own.filter(|s| s.control.is_of(&uid)));
     }
     if reads(&creds).source_secret
         && let Some(source) = creds.source.clone()
@@ -207,6 +218,7 @@ pub async fn observe(
         stopped: None,
         ended: None,
         refused: None,
+        conflict: None,
         finalizer_added: false,
     })
 }

@@ -720,3 +720,120 @@ async fn an_object_the_operator_cannot_read_is_reported_on_it_and_the_others_con
         })
         .await;
 }
+
+/// Every object of `kind` named `name` in `ns`, as JSON (to compare byte for byte).
+async fn raw_object<K: kube::Resource<DynamicType = ()>>(
+    ns: &TestNamespace,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let resource = kube::discovery::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+#[tokio::test]
+async fn objects_with_a_sessions_child_names_it_does_not_control_are_never_touched() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-conflict", |ns| async move {
+            let fake = fake_with_repo().await;
+            token_secret(&ns).await;
+            // The namespace's own objects, named like the children of the sessions "lockdown"
+            // and "only-secret"; the pod even carries the labels a session pod has.
+            let labels = json!({"app.kubernetes.io/managed-by": "ccplant", "ccplant.io/session": "lockdown"});
+            create_raw::<NetworkPolicy>(&ns, json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "lockdown"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})).await;
+            create_raw::<Service>(&ns, json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "lockdown"}, "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]}})).await;
+            create_raw::<PersistentVolumeClaim>(&ns, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "lockdown-workspace"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})).await;
+            for name in ["lockdown-github", "only-secret-github"] {
+                create_raw::<Secret>(&ns, json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": name}, "stringData": {"token": "ghp_theirs0000000000000000"}})).await;
+            }
+            create_raw::<Pod>(&ns, json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "lockdown", "labels": labels},
+                "spec": {"containers": [{"name": "db", "image": "postgres:17"}]}})).await;
+            let planted: [(&str, &str); 6] = [
+                ("NetworkPolicy", "lockdown"),
+                ("Service", "lockdown"),
+                ("PersistentVolumeClaim", "lockdown-workspace"),
+                ("Secret", "lockdown-github"),
+                ("Pod", "lockdown"),
+                ("Secret", "only-secret-github"),
+            ];
+            async fn read(ns: &TestNamespace, kind: &str, name: &str) -> Option<serde_json::Value> {
+                match kind {
+                    "NetworkPolicy" => raw_object::<NetworkPolicy>(ns, name).await,
+                    "Service" => raw_object::<Service>(ns, name).await,
+                    "PersistentVolumeClaim" => raw_object::<PersistentVolumeClaim>(ns, name).await,
+                    "Secret" => raw_object::<Secret>(ns, name).await,
+                    "Pod" => raw_object::<Pod>(ns, name).await,
+                    _ => unreachable!(),
+                }
+            }
+            // KWOK runs the planted pod; wait for that, so "before" is its settled state.
+            wait_for(&ns.api::<Pod>(), "lockdown", T, "the planted pod running", |p: &Pod| {
+                p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+            })
+            .await;
+            let mut before = Vec::new();
+            for (kind, name) in planted {
+                before.push(read(&ns, kind, name).await.expect("planted"));
+            }
+            let _op = operator(&ns, &fake.url());
+            let github = json!({"secretRef": {"name": SECRET}});
+            create_session(&ns, &session("lockdown", json!({"agent": {"image": IMAGE},
+                "repository": {"name": "octo/hello"}, "github": github, "workspace": {"size": "1Gi"}}))).await;
+            create_session(&ns, &session("only-secret", json!({"agent": {"image": IMAGE},
+                "repository": {"name": "octo/hello"}, "github": github}))).await;
+            for (name, what) in [("lockdown", "Pod"), ("only-secret", "Secret")] {
+                let child = if what == "Pod" { name.to_string() } else { format!("{name}-github") };
+                let s = wait_for(&ns.api::<AgentSession>(), name, T, "NameConflict", |s: &AgentSession| {
+                    s.status.as_ref().is_some_and(|st| {
+                        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "NameConflict")
+                    })
+                })
+                .await;
+                let status = s.status.clone().unwrap();
+                assert_eq!(status.phase, Some(AgentSessionPhase::Pending));
+                assert_eq!(
+                    status.message.as_deref(),
+                    Some(format!("{what} {}/{child} exists and is not controlled by this AgentSession: nothing was changed; remove or rename that object, or give the session another name", ns.name).as_str())
+                );
+                assert_eq!(tools_say(&s), "Failed/Degraded");
+                wait_event(&ns, "AgentSession", name, |e| e.0 == "Warning" && e.1 == "NameConflict").await;
+            }
+            // The other children of "only-secret" were not made either.
+            assert!(ns.api::<Pod>().get_opt("only-secret").await.unwrap().is_none());
+            assert!(ns.api::<Service>().get_opt("only-secret").await.unwrap().is_none());
+            // Some reconciles later (the sessions look again every 60 s; a spec change wakes
+            // them at once), everything is byte-identical.
+            for name in ["lockdown", "only-secret"] {
+                let patch = json!({"spec": {"messages": ["still there?"]}});
+                ns.api::<AgentSession>().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for ((kind, name), was) in planted.iter().zip(&before) {
+                assert_eq!(read(&ns, kind, name).await.as_ref(), Some(was), "{kind} {name} untouched");
+            }
+            // Deleting the sessions leaves them.
+            for name in ["lockdown", "only-secret"] {
+                ns.api::<AgentSession>().delete(name, &DeleteParams::background()).await.unwrap();
+                wait_for_deletion(&ns.api::<AgentSession>(), name, T, "session gone").await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for ((kind, name), was) in planted.iter().zip(&before) {
+                assert_eq!(read(&ns, kind, name).await.as_ref(), Some(was), "{kind} {name} left alone");
+            }
+            // Nothing the operator made is left over: the namespace's own Service only.
+            let count = ns.api::<Service>().list(&Default::default()).await.unwrap().items.len();
+            assert_eq!(count, 1, "only the namespace's own Service");
+        })
+        .await;
+}

@@ -17,7 +17,7 @@ pub mod status;
 mod tests;
 
 use super::build::{self, BuildConfig};
-use super::children::PodSummary;
+use super::children::{Control, PodSummary};
 use super::conversation::DELIVERED_BEFORE_ANNOTATION;
 use super::credentials::RevokeRequest;
 use super::names::SessionNames;
@@ -33,10 +33,14 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use status::{CredentialsShown, Next, Verdict};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a session whose child the apiserver refused waits before trying again.
 pub const REJECTED_RETRY: Duration = Duration::from_secs(300);
+/// How soon a session whose child's name is taken looks again (the other object is not
+/// watched: it carries none of the session's marks).
+pub const NAME_CONFLICT_RETRY: Duration = Duration::from_secs(60);
 /// How soon a session whose pod is still terminating looks again.
 pub const TERMINATING_RETRY: Duration = Duration::from_secs(2);
 
@@ -148,14 +152,58 @@ pub enum First {
     },
 }
 
+/// How a child is written: created when absent (an object of that name that appeared
+/// meanwhile is a [`reasons::NAME_CONFLICT`], never adopted), or applied over the session's own
+/// object, whose uid (when known) is a precondition.
+#[derive(Clone, Debug)]
+pub enum Write<T> {
+    Create(T),
+    Apply { object: T, uid: Option<Arc<str>> },
+}
+
+impl<T> Write<T> {
+    /// Created when nothing is there, else applied over `present` (the session's own: a
+    /// conflict was ruled out before).
+    fn over(object: T, present: Option<&Control>) -> Self {
+        match present {
+            None => Write::Create(object),
+            Some(c) => Write::Apply {
+                object,
+                uid: c.uid.clone(),
+            },
+        }
+    }
+
+    pub fn object(&self) -> &T {
+        match self {
+            Write::Create(object) | Write::Apply { object, .. } => object,
+        }
+    }
+
+    /// "create" or "apply".
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Write::Create(_) => "create",
+            Write::Apply { .. } => "apply",
+        }
+    }
+}
+
+/// A deletion of one of the session's children, only if it is still the object observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    /// The child's uid (a precondition); `None` for a child created moments ago and not seen yet.
+    pub uid: Option<Arc<str>>,
+}
+
 /// Children to write: the workspace claim first, then the rest at once.
 #[derive(Clone, Debug, Default)]
 pub struct ChildWrites {
-    pub pvc: Option<PersistentVolumeClaim>,
-    pub service: Option<Service>,
-    pub network_policy: Option<NetworkPolicy>,
+    pub pvc: Option<Write<PersistentVolumeClaim>>,
+    pub service: Option<Write<Service>>,
+    pub network_policy: Option<Write<NetworkPolicy>>,
     /// Isolation was turned off: the NetworkPolicy goes.
-    pub delete_network_policy: bool,
+    pub delete_network_policy: Option<Delete>,
     /// Created, never updated in place.
     pub pod: Option<Pod>,
 }
@@ -166,7 +214,7 @@ pub struct Plan {
     /// When set, the reconcile does only this and decides again with what it learned.
     pub first: Option<First>,
     pub children: ChildWrites,
-    pub delete_pod: bool,
+    pub delete_pod: Option<Delete>,
     pub revoke: Option<RevokeRequest>,
     pub agent: AgentStep,
     pub status: AgentSessionStatus,
@@ -278,9 +326,13 @@ fn finished(g: &Given<'_>, mut next: Next, phase: AgentSessionPhase) -> Plan {
         .pod
         .as_ref()
         .is_some_and(|p| alive(&p.state));
-    let delete_pod = (phase == AgentSessionPhase::Expired
-        || (phase == AgentSessionPhase::Succeeded && running))
-        && pod_deletable(observed);
+    let delete_pod = if phase == AgentSessionPhase::Expired
+        || (phase == AgentSessionPhase::Succeeded && running)
+    {
+        pod_deletion(session, observed)
+    } else {
+        None
+    };
     let revoke = revoke(observed, &mut next);
     let verdict = status::stored_verdict(&next.status, phase);
     next.verdict(&verdict);
@@ -316,7 +368,7 @@ fn stop(g: &Given<'_>, mut next: Next, verdict: Verdict, end: Option<End>) -> Pl
         (false, None)
     };
     Plan {
-        delete_pod: pod_deletable(observed),
+        delete_pod: pod_deletion(session, observed),
         revoke,
         status: next.status,
         delete_session,
@@ -348,9 +400,10 @@ fn suspended(g: &Given<'_>, mut next: Next) -> Plan {
             stored.message.unwrap_or_default(),
         )
     };
-    let (verdict, children, requeue) = match writable(g) {
-        Err(message) => (rejected(&message), ChildWrites::default(), REJECTED_RETRY),
-        Ok(children) => (verdict, children, until(expires_at, now)),
+    let (verdict, children, requeue) = match (name_conflict(g), writable(g)) {
+        (Some(what), _) => (conflict(what), ChildWrites::default(), NAME_CONFLICT_RETRY),
+        (None, Err(message)) => (rejected(&message), ChildWrites::default(), REJECTED_RETRY),
+        (None, Ok(children)) => (verdict, children, until(expires_at, now)),
     };
     let mut plan = stop(g, next, verdict, None);
     if plan.first.is_none() {
@@ -369,6 +422,68 @@ fn rejected(message: &str) -> Verdict {
         message.to_string(),
     )
     .stalled()
+}
+
+/// A child's name is taken by an object the session does not control: nothing is touched; looks
+/// again in [`NAME_CONFLICT_RETRY`] or on a change.
+fn conflict(what: String) -> Verdict {
+    Verdict::new(AgentSessionPhase::Pending, reasons::NAME_CONFLICT, what).stalled()
+}
+
+/// The first of the session's child names taken by an object it does not control (learned
+/// from a create, or seen by the watches, or its credentials Secret as read): what it is.
+fn name_conflict(g: &Given<'_>) -> Option<String> {
+    let Given {
+        session, observed, ..
+    } = *g;
+    if let Some(what) = &observed.conflict {
+        return Some(what.clone());
+    }
+    let uid = session.metadata.uid.as_deref().unwrap_or_default();
+    let names = SessionNames::for_session(session);
+    let c = &observed.children;
+    let foreign = |control: Option<&Control>| control.is_some_and(|c| !c.is_of(uid));
+    let has_workspace = session
+        .spec
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.size.is_some());
+    let taken = [
+        (
+            foreign(c.pod.as_ref().map(|p| &p.control)),
+            "Pod",
+            &names.pod,
+        ),
+        (
+            foreign(c.service.as_ref().map(|s| &s.control)),
+            "Service",
+            &names.service,
+        ),
+        (
+            session.spec.network.isolate && foreign(c.network_policy.as_ref().map(|p| &p.control)),
+            "NetworkPolicy",
+            &names.network_policy,
+        ),
+        (
+            has_workspace && foreign(c.pvc.as_ref().map(|p| &p.control)),
+            "PersistentVolumeClaim",
+            &names.workspace_pvc,
+        ),
+        (c.foreign_secret, "Secret", &names.credentials_secret),
+    ];
+    let ns = session.namespace().unwrap_or_default();
+    taken
+        .into_iter()
+        .find(|(taken, ..)| *taken)
+        .map(|(_, kind, name)| conflict_message(kind, &ns, name))
+}
+
+/// What a session whose child name `kind` `ns/name` is taken says.
+pub fn conflict_message(kind: &str, ns: &str, name: &str) -> String {
+    format!(
+        "{kind} {ns}/{name} exists and is not controlled by this AgentSession: nothing was \
+         changed; remove or rename that object, or give the session another name"
+    )
 }
 
 /// An active session whose child was refused: nothing else is done until [`REJECTED_RETRY`]
@@ -393,6 +508,14 @@ fn active(g: &Given<'_>, mut next: Next) -> Plan {
         ..
     } = *g;
     next.status.work_branch = session.effective_work_branch();
+    if let Some(what) = name_conflict(g) {
+        next.verdict(&conflict(what));
+        return Plan {
+            status: next.status,
+            requeue: Some(NAME_CONFLICT_RETRY),
+            ..Plan::default()
+        };
+    }
     let mut requeue = until(expires_at, now);
     match credentials::decide(session, &observed.credentials, now) {
         credentials::Decision::Issue(issue) => return Plan::first(First::Token(issue)),
@@ -527,7 +650,7 @@ fn show_children(g: &Given<'_>, next: &mut Next) {
         .as_ref()
         .and_then(|w| w.size.as_ref())
     {
-        let bound = observed.children.pvc.is_some_and(|p| p.bound);
+        let bound = observed.children.pvc.as_ref().is_some_and(|p| p.bound);
         let (s, r, m) = status::workspace_condition(&names.workspace_pvc, &size.to_string(), bound);
         next.condition(types::WORKSPACE_READY, (s, r, &m));
     }
@@ -669,24 +792,33 @@ fn infrastructure(g: &Given<'_>) -> Result<ChildWrites, String> {
     let mut writes = ChildWrites::default();
     let pvc = build::desired_pvc(session).map_err(|e| e.to_string())?;
     if changed || cached.pvc.is_none() {
-        writes.pvc = pvc;
+        writes.pvc = pvc.map(|p| Write::over(p, cached.pvc.as_ref().map(|c| &c.control)));
     }
     if changed || cached.service.is_none() {
         let mut service = build::desired_service(session).map_err(|e| e.to_string())?;
         // A Service made by an earlier version has a virtual IP, which cannot be taken back:
         // leave spec.clusterIP out of the apply and it stays as it is.
-        if cached.service.is_some_and(|s| !s.headless)
+        if cached.service.as_ref().is_some_and(|s| !s.headless)
             && let Some(spec) = service.spec.as_mut()
         {
             spec.cluster_ip = None;
         }
-        writes.service = Some(service);
+        let present = cached.service.as_ref().map(|s| &s.control);
+        writes.service = Some(Write::over(service, present));
     }
+    let policy = cached.network_policy.as_ref();
     match build::desired_network_policy(session, &cfg.build).map_err(|e| e.to_string())? {
-        Some(np) if changed || cached.network_policy.is_none() => writes.network_policy = Some(np),
-        // Isolation turned off: the policy goes.
-        None if cached.network_policy.is_some_and(|p| !p.deleting) => {
-            writes.delete_network_policy = true;
+        Some(np) if changed || policy.is_none() => {
+            writes.network_policy = Some(Write::over(np, policy.map(|p| &p.control)));
+        }
+        // Isolation turned off: the session's policy goes (another one of that name stays).
+        None if policy.is_some_and(|p| {
+            !p.deleting && p.control.is_of(&session.uid().unwrap_or_default())
+        }) =>
+        {
+            writes.delete_network_policy = policy.map(|p| Delete {
+                uid: p.control.uid.clone(),
+            });
         }
         _ => {}
     }
@@ -701,13 +833,17 @@ fn alive(state: &PodState) -> bool {
     )
 }
 
-/// A pod to delete: there is one, and it is not going already.
-fn pod_deletable(observed: &Observed) -> bool {
+/// The pod to delete: there is one, it is the session's own, and it is not going already.
+fn pod_deletion(session: &AgentSession, observed: &Observed) -> Option<Delete> {
+    let uid = session.metadata.uid.as_deref().unwrap_or_default();
     observed
         .children
         .pod
         .as_ref()
-        .is_some_and(|p| !p.terminating())
+        .filter(|p| !p.terminating() && p.control.is_of(uid))
+        .map(|p| Delete {
+            uid: p.control.uid.clone(),
+        })
 }
 
 /// The token goes when the session stops: once, tracked by `CredentialsReady` (True with

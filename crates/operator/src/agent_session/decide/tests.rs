@@ -2,7 +2,7 @@
 //! as text — the steps, the writes, the requeue, the Event and the whole status (every
 //! condition with its lastTransitionTime, in seconds from T0). No client, no clock.
 
-use super::super::children::{PodSummary, Presence, ServiceSummary};
+use super::super::children::{Control, PodSummary, Presence, ServiceSummary};
 use super::super::conversation::{Facts, Reachability, Snapshot, View, Worker};
 use super::super::credentials::{Issued, SessionSecret, TokenKind};
 use super::super::observe::{Learned, MintFailure, Observed, ObservedCredentials};
@@ -60,12 +60,21 @@ fn cond(type_: &str, status: &str, reason: &str, message: &str, since: i64) -> V
            "lastTransitionTime": t(since), "observedGeneration": 1})
 }
 
+/// Controlled by the session `s` (uid u1), as its watch shows it.
+fn ours(uid: &str) -> Control {
+    Control {
+        uid: Some(uid.into()),
+        ..Control::created_for("u1")
+    }
+}
+
 fn pod(state: PodState) -> PodSummary {
     PodSummary {
         state,
         ip: Some("10.244.0.7".into()),
         uid: 7,
         delivered_before: 0,
+        control: ours("pod-uid"),
     }
 }
 
@@ -74,12 +83,17 @@ fn with_children(state: Option<PodState>) -> Observed {
     Observed {
         children: super::super::observe::Children {
             pod: state.map(pod),
-            service: Some(ServiceSummary { headless: true }),
+            service: Some(ServiceSummary {
+                headless: true,
+                control: ours("service-uid"),
+            }),
             pvc: None,
             network_policy: Some(Presence {
                 deleting: false,
                 bound: false,
+                control: ours("policy-uid"),
             }),
+            foreign_secret: false,
         },
         ..Observed::default()
     }
@@ -198,18 +212,32 @@ fn render(plan: &Plan) -> String {
     }
     let c = &plan.children;
     let mut writes = Vec::new();
-    if c.pvc.is_some() {
-        writes.push("apply PVC".to_string());
+    let at = |uid: &Option<Arc<str>>| {
+        uid.as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default()
+    };
+    fn how<T>(w: &Write<T>) -> (&'static str, Option<Arc<str>>) {
+        match w {
+            Write::Create(_) => ("create", None),
+            Write::Apply { uid, .. } => ("apply", uid.clone()),
+        }
+    }
+    if let Some(w) = &c.pvc {
+        let (v, uid) = how(w);
+        writes.push(format!("{v} PVC{}", at(&uid)));
     }
     if let Some(s) = &c.service {
-        let ip = s.spec.as_ref().and_then(|s| s.cluster_ip.clone());
-        writes.push(format!("apply Service (clusterIP {})", opt(&ip)));
+        let ip = s.object().spec.as_ref().and_then(|s| s.cluster_ip.clone());
+        let (v, uid) = how(s);
+        writes.push(format!("{v} Service (clusterIP {}){}", opt(&ip), at(&uid)));
     }
-    if c.network_policy.is_some() {
-        writes.push("apply NetworkPolicy".into());
+    if let Some(w) = &c.network_policy {
+        let (v, uid) = how(w);
+        writes.push(format!("{v} NetworkPolicy{}", at(&uid)));
     }
-    if c.delete_network_policy {
-        writes.push("delete NetworkPolicy".into());
+    if let Some(d) = &c.delete_network_policy {
+        writes.push(format!("delete NetworkPolicy{}", at(&d.uid)));
     }
     if let Some(p) = &c.pod {
         let before = p.metadata.annotations.as_ref().and_then(|a| {
@@ -218,8 +246,8 @@ fn render(plan: &Plan) -> String {
         });
         writes.push(format!("create Pod (delivered-before {})", opt(&before)));
     }
-    if plan.delete_pod {
-        writes.push("delete Pod".into());
+    if let Some(d) = &plan.delete_pod {
+        writes.push(format!("delete Pod{}", at(&d.uid)));
     }
     if let Some(r) = &plan.revoke {
         writes.push(format!(
@@ -390,7 +418,7 @@ fn a_new_session_gets_its_children_and_starts() {
         got,
         r#"
         first: -
-        writes: apply Service (clusterIP None); apply NetworkPolicy; create Pod (delivered-before 0)
+        writes: create Service (clusterIP None); create NetworkPolicy; create Pod (delivered-before 0)
         requeue: 86399s
         event: Normal Starting "starting the session pod"
         status: Starting "starting the session pod" gen Some(1)
@@ -608,7 +636,7 @@ fn the_conversation_ends_the_session() {
         first: stop agent (Succeeded Completed)
         --
         first: -
-        writes: delete Pod
+        writes: delete Pod at pod-uid
         requeue: on change
         event: Normal Succeeded "every message was delivered and the agent then stayed idle for 60s"
         status: Succeeded "every message was delivered and the agent then stayed idle for 60s" gen Some(1)
@@ -651,6 +679,7 @@ fn the_conversation_ends_the_session() {
             pvc: Some(Presence {
                 deleting: false,
                 bound: true,
+                control: ours("pvc-uid"),
             }),
             ..observed.children.clone()
         },
@@ -663,7 +692,7 @@ fn the_conversation_ends_the_session() {
         first: stop agent (Suspended IdleTimeout)
         --
         first: -
-        writes: delete Pod
+        writes: delete Pod at pod-uid
         requeue: on change
         event: Normal Suspended "suspended after 30s without agent activity; a new message or `kubectl ccplant resume` resumes it"
         status: Suspended "suspended after 30s without agent activity; a new message or `kubectl ccplant resume` resumes it" gen Some(1)
@@ -685,7 +714,7 @@ fn the_conversation_ends_the_session() {
         first: stop agent (Expired IdleTimeout)
         --
         first: -
-        writes: delete Pod
+        writes: delete Pod at pod-uid
         requeue: on change
         event: Warning IdleTimeout "expired after 30s without agent activity"
         status: Expired "expired after 30s without agent activity" gen Some(1)
@@ -814,7 +843,7 @@ fn expiry_is_exact_and_ttl_after_finished_deletes_the_session() {
         first: stop agent
         --
         first: -
-        writes: delete Pod
+        writes: delete Pod at pod-uid
         requeue: 10s
         event: Warning Expired "expired at 2027-01-15T09:00:00+00:00"
         status: Expired "expired at 2027-01-15T09:00:00+00:00" gen Some(1)
@@ -852,7 +881,10 @@ fn expiry_is_exact_and_ttl_after_finished_deletes_the_session() {
         at(3610),
         &cfg(),
     );
-    assert!(!due.delete_pod, "a terminating pod is not deleted again");
+    assert!(
+        due.delete_pod.is_none(),
+        "a terminating pod is not deleted again"
+    );
     assert!(due.delete_session);
     assert_eq!(due.requeue, None);
 }
@@ -961,7 +993,7 @@ fn suspend_deletes_the_pod_keeps_the_rest_and_resume_starts_a_pod_for_the_rest()
         last,
         r#"
         first: -
-        writes: apply PVC; delete Pod
+        writes: create PVC; delete Pod at pod-uid
         requeue: 86370s
         event: Normal Suspended "suspended: the pod is deleted, the workspace kept"
         status: Suspended "suspended: the pod is deleted, the workspace kept" gen Some(1)
@@ -989,7 +1021,7 @@ fn suspend_deletes_the_pod_keeps_the_rest_and_resume_starts_a_pod_for_the_rest()
         got,
         r#"
         first: -
-        writes: apply PVC; apply Service (clusterIP None); apply NetworkPolicy; create Pod (delivered-before 1)
+        writes: create PVC; apply Service (clusterIP None) at service-uid; apply NetworkPolicy at policy-uid; create Pod (delivered-before 1)
         requeue: 86360s
         event: Normal Starting "starting the session pod"
         status: Starting "starting the session pod" gen Some(2)
@@ -1160,7 +1192,7 @@ fn tokens_are_issued_first_then_decided_with() {
         last.contains("CredentialsReady True Available \"GitHub token in Secret\" +1"),
         "{last}"
     );
-    assert!(last.contains("writes: apply Service (clusterIP None); apply NetworkPolicy; create Pod (delivered-before 0)"), "{last}");
+    assert!(last.contains("writes: create Service (clusterIP None); create NetworkPolicy; create Pod (delivered-before 0)"), "{last}");
 
     // The same token already in the session's Secret (after a restart): adopted, not written.
     let mut restarted = creds(Some(Ok(token_secret("ghp_mine"))));
@@ -1215,6 +1247,7 @@ fn tokens_are_issued_first_then_decided_with() {
         kind: Some(TokenKind::Installation),
         issued_at: Some(at(0)),
         expires_at: Some(at(3600)),
+        control: ours("secret-uid"),
     }));
     assert!(!credentials::reads_to_issue(&after_restart.credentials, at(100)).source_secret);
     let plan = decide(&s, &after_restart, at(100), &cfg());
@@ -1301,7 +1334,7 @@ fn isolation_turned_off_removes_the_network_policy_and_a_spec_change_reapplies_c
     );
     s.metadata.generation = Some(1);
     let plan = decide(&s, &with_children(Some(PodState::Starting)), at(10), &cfg());
-    assert!(plan.children.delete_network_policy);
+    assert!(plan.children.delete_network_policy.is_some());
     assert!(
         plan.children.service.is_none(),
         "unchanged, cached: not applied"
@@ -1311,12 +1344,15 @@ fn isolation_turned_off_removes_the_network_policy_and_a_spec_change_reapplies_c
     assert!(plan.children.service.is_some(), "the spec changed: applied");
     // A Service with a virtual IP (made by an earlier version) keeps it: clusterIP left out.
     let mut observed = with_children(Some(PodState::Starting));
-    observed.children.service = Some(ServiceSummary { headless: false });
+    observed.children.service = Some(ServiceSummary {
+        headless: false,
+        control: ours("service-uid"),
+    });
     let plan = decide(&s, &observed, at(10), &cfg());
     let ip = plan
         .children
         .service
-        .and_then(|s| s.spec)
+        .and_then(|s| s.object().spec.clone())
         .and_then(|s| s.cluster_ip);
     assert_eq!(ip, None);
 }
@@ -1411,7 +1447,7 @@ fn a_deleted_session_revokes_its_token_then_drops_the_finalizer() {
         s.status.clone().unwrap_or_default(),
         "status untouched"
     );
-    assert!(plan.children.pod.is_none() && !plan.delete_pod);
+    assert!(plan.children.pod.is_none() && plan.delete_pod.is_none());
     // A stopped session (finished) drops the finalizer with its revocation too.
     let mut finished = with_secret(json!({"prompt": "hi"}));
     finished.metadata.finalizers = Some(vec![REVOKE_FINALIZER.to_string()]);
@@ -1423,4 +1459,149 @@ fn a_deleted_session_revokes_its_token_then_drops_the_finalizer() {
     active.metadata.finalizers = Some(vec![REVOKE_FINALIZER.to_string()]);
     let plan = decide(&active, &observed, at(60), &cfg());
     assert!(!plan.remove_finalizer, "{}", render(&plan));
+}
+
+#[test]
+fn a_child_name_taken_by_an_object_the_session_does_not_control_touches_nothing() {
+    // Controlled by nobody (planted) or by another session (a uid not ours).
+    let planted = Control {
+        session: 0,
+        uid: Some("planted".into()),
+    };
+    let other = Control {
+        uid: Some("other-uid".into()),
+        ..Control::created_for("u2")
+    };
+    let s = session(json!({"prompt": "hi"}), Value::Null);
+    let with_workspace = session(
+        json!({"prompt": "hi", "workspace": {"size": "1Gi"}}),
+        Value::Null,
+    );
+    let not_isolated = session(
+        json!({"prompt": "hi", "network": {"isolate": false}}),
+        Value::Null,
+    );
+    let base = || with_children(None);
+    let foreign_pod = {
+        let mut o = base();
+        o.children.pod = Some(PodSummary {
+            control: planted.clone(),
+            ..pod(PodState::Running)
+        });
+        o
+    };
+    let foreign_service = {
+        let mut o = base();
+        o.children.service = Some(ServiceSummary {
+            headless: true,
+            control: other.clone(),
+        });
+        o
+    };
+    let foreign_policy = {
+        let mut o = base();
+        o.children.network_policy = Some(Presence {
+            deleting: false,
+            bound: false,
+            control: planted.clone(),
+        });
+        o
+    };
+    let foreign_pvc = {
+        let mut o = base();
+        o.children.pvc = Some(Presence {
+            deleting: false,
+            bound: true,
+            control: other.clone(),
+        });
+        o
+    };
+    let foreign_secret = {
+        let mut o = base();
+        o.children.foreign_secret = true;
+        o
+    };
+    let learned = {
+        let mut o = base();
+        o.learn(Learned::Conflict(conflict_message("Pod", "team", "s")));
+        o
+    };
+    let cases: [(&str, &AgentSession, Observed, &str); 6] = [
+        ("a planted Pod", &s, foreign_pod, "Pod team/s"),
+        (
+            "another session's Service",
+            &s,
+            foreign_service,
+            "Service team/s",
+        ),
+        (
+            "a NetworkPolicy nobody controls",
+            &s,
+            foreign_policy,
+            "NetworkPolicy team/s",
+        ),
+        (
+            "another session's workspace claim",
+            &with_workspace,
+            foreign_pvc,
+            "PersistentVolumeClaim team/s-workspace",
+        ),
+        (
+            "a Secret nobody controls",
+            &s,
+            foreign_secret,
+            "Secret team/s-github",
+        ),
+        (
+            "a create that found the name taken",
+            &s,
+            learned,
+            "Pod team/s",
+        ),
+    ];
+    for (name, session, observed, what) in cases {
+        let message = format!(
+            "{what} exists and is not controlled by this AgentSession: nothing was changed; \
+             remove or rename that object, or give the session another name"
+        );
+        let got = rounds(session, observed, 1, &cfg(), no_steps);
+        check(
+            name,
+            got,
+            &format!(
+                r#"
+                first: -
+                writes: -
+                requeue: 60s
+                event: Warning NameConflict "{message}"
+                status: Pending "{message}" gen Some(1)
+                | pod - service - endpoint - editor - branch -
+                | start +0 expires +86400 completed -
+                | Ready False NameConflict "{message}" +1
+                | Finished False Pending "" +1
+                | Stalled True NameConflict "{message}" +1
+                "#
+            ),
+        );
+    }
+    // Not the session's to write or delete, and no conflict where the session would not
+    // write it: with isolation off, another NetworkPolicy of that name stays.
+    let mut observed = with_children(Some(PodState::Running));
+    observed.children.network_policy = Some(Presence {
+        deleting: false,
+        bound: false,
+        control: planted.clone(),
+    });
+    let plan = decide(&not_isolated, &observed, at(1), &cfg());
+    assert!(plan.children.delete_network_policy.is_none());
+    assert!(plan.children.network_policy.is_none());
+    // An expired session does not delete a pod it does not control.
+    let mut observed = with_children(None);
+    observed.children.pod = Some(PodSummary {
+        control: planted,
+        ..pod(PodState::Running)
+    });
+    let plan = decide(&s, &observed, at(DAY + 1), &cfg());
+    assert_eq!(plan.delete_pod, None);
+    assert_eq!(plan.status.phase, Some(AgentSessionPhase::Expired));
 }
