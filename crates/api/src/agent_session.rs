@@ -423,7 +423,9 @@ impl WorkspaceSpec {
 #[schemars(transform = crate::schema::polish_descriptions)]
 #[serde(rename_all = "camelCase")]
 pub struct EditorSpec {
-    /// Run a code-server sidecar on the workspace; its URL appears in status.editorURL.
+    /// Run a code-server sidecar on the workspace; its URL appears in status.editorURL. It asks
+    /// for a login: the password is in the Secret <name>-editor (key password), generated
+    /// once per session.
     #[serde(default)]
     pub enabled: bool,
 
@@ -558,8 +560,9 @@ impl Default for PodSecurityOverrides {
 #[schemars(transform = crate::schema::polish_descriptions)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSpec {
-    /// Create a NetworkPolicy admitting ingress to the session only from the operator's
-    /// namespace and from namespaces labelled ccplant.io/access=true.
+    /// Create a NetworkPolicy admitting ingress to the session only from the operator's pods,
+    /// and only to the agent API port. The editor (which asks for the password in the Secret
+    /// <name>-editor) and the agent's metrics are reached with kubectl port-forward.
     #[serde(default = "default_true")]
     pub isolate: bool,
 }

@@ -53,8 +53,6 @@ pub mod labels {
     pub const MANAGED_BY_VALUE: &str = "ccplant";
     /// Name of the AgentSession an object belongs to.
     pub const SESSION: &str = "ccplant.io/session";
-    /// A namespace labelled `ccplant.io/access=true` may reach isolated sessions.
-    pub const ACCESS: &str = "ccplant.io/access";
 }
 
 /// Annotations that are part of the user-visible contract.

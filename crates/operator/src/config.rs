@@ -76,6 +76,18 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "ccplant-system")]
     pub operator_namespace: String,
 
+    /// Labels of the operator's own pods (key=value, comma-separated): a session's agent port
+    /// admits only pods with these labels in the operator's namespace. The chart passes its
+    /// selector labels.
+    #[arg(
+        long,
+        env = "CCPLANT_OPERATOR_POD_LABELS",
+        value_delimiter = ',',
+        value_parser = parse_label,
+        default_value = "app.kubernetes.io/name=ccplant,app.kubernetes.io/component=operator"
+    )]
+    pub operator_pod_labels: Vec<(String, String)>,
+
     /// Log format.
     #[arg(long, env = "CCPLANT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -129,4 +141,12 @@ impl RunArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     ccplant_api::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// `key=value` of a label.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not a label key=value")),
+    }
 }

@@ -110,6 +110,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         build: crate::agent_session::build::BuildConfig {
             default_agent_image: args.default_agent_image.clone(),
             operator_namespace: args.operator_namespace.clone(),
+            operator_pod_labels: args.operator_pod_labels.iter().cloned().collect(),
             git_image: args.git_image.clone(),
             default_editor_image: args.editor_image.clone(),
             github_host: args.clone_host(),

@@ -218,6 +218,11 @@ async fn write_children(
             return Ok(Some(stopped.into()));
         }
     }
+    if writes.editor_secret
+        && let Some(stopped) = ensure_editor_secret(ctx, session, &ns, &names).await?
+    {
+        return Ok(Some(stopped.into()));
+    }
     let service = async {
         match &writes.service {
             Some(s) => write(ctx, s, ("Service", &ns, &names.service)).await,
@@ -256,6 +261,51 @@ async fn write_children(
     let uid = session.uid().unwrap_or_default();
     expect_written(sctx, &ns, &names, writes, &uid, (&service, &policy, &pod));
     Ok(service.or(policy).or(pod).map(Into::into))
+}
+
+/// The editor's login Secret: created with a fresh random password when absent; one that
+/// exists is kept as it is when the session controls it (the password a person already has),
+/// else a conflict.
+async fn ensure_editor_secret(
+    ctx: &crate::context::Context,
+    session: &AgentSession,
+    ns: &str,
+    names: &SessionNames,
+) -> Result<Option<Stopped>, Error> {
+    use rand::distr::{Alphanumeric, SampleString};
+    let name = &names.editor_secret;
+    let failed = |source| Error::Apply {
+        what: format!("Secret {ns}/{name}"),
+        source,
+    };
+    let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let secret = super::build::desired_editor_secret(session, &password)
+        .map_err(|e| Error::Credentials(e.into()))?;
+    if crate::apply::create_object(ctx, &secret)
+        .await
+        .map_err(failed)?
+        == Created::New
+    {
+        return Ok(None);
+    }
+    let existing =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), ns)
+            .get_metadata_opt(name)
+            .await
+            .map_err(failed)?;
+    let uid = session.uid().unwrap_or_default();
+    Ok(match existing {
+        Some(m) if Control::of(&m.metadata).is_of(&uid) => None,
+        // Deleted in between: retried (with backoff), when it is created.
+        None => {
+            let mut status = kube::core::Status::failure("deleted while being created", "Conflict");
+            status.code = 409;
+            return Err(failed(kube::Error::Api(status.boxed())));
+        }
+        Some(_) => Some(Stopped::Conflict(super::decide::conflict_message(
+            "Secret", ns, name,
+        ))),
+    })
 }
 
 impl From<Stopped> for Learned {

@@ -29,11 +29,13 @@ use k8s_openapi::{
             EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference,
             ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
             PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
-            ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-            Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+            ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+            VolumeResourceRequirements,
         },
         networking::v1::{
-            NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+            NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+            NetworkPolicySpec,
         },
     },
     apimachinery::pkg::{
@@ -155,8 +157,11 @@ esac
 pub struct BuildConfig {
     /// `--default-agent-image`: the agent image of sessions without `spec.agent.image`.
     pub default_agent_image: Option<String>,
-    /// Namespace the operator runs in; isolated sessions admit ingress from it.
+    /// Namespace the operator runs in; isolated sessions admit its pods to the agent port.
     pub operator_namespace: String,
+    /// Labels of the operator's pods (in `operator_namespace`): the only pods the agent port
+    /// admits.
+    pub operator_pod_labels: BTreeMap<String, String>,
     /// Image of the `clone` init container (needs `sh` and `git`).
     pub git_image: String,
     /// Image of the editor sidecar when `spec.editor.image` is not set.
@@ -172,6 +177,13 @@ impl BuildConfig {
         Self {
             default_agent_image: None,
             operator_namespace: operator_namespace.into(),
+            operator_pod_labels: BTreeMap::from([
+                ("app.kubernetes.io/name".to_owned(), "ccplant".to_owned()),
+                (
+                    "app.kubernetes.io/component".to_owned(),
+                    "operator".to_owned(),
+                ),
+            ]),
             git_image: DEFAULT_GIT_IMAGE.to_owned(),
             default_editor_image: DEFAULT_EDITOR_IMAGE.to_owned(),
             github_host: DEFAULT_GITHUB_HOST.to_owned(),
@@ -505,14 +517,29 @@ pub fn desired_pod(
             args: Some(vec![
                 "--bind-addr".to_owned(),
                 format!("0.0.0.0:{}", editor.port),
+                // The password comes from the session's own Secret `<name>-editor`.
                 "--auth".to_owned(),
-                "none".to_owned(),
+                "password".to_owned(),
                 "--disable-telemetry".to_owned(),
                 WORKSPACE_DIR.to_owned(),
             ]),
             working_dir: Some(WORKSPACE_DIR.to_owned()),
             ports: Some(vec![tcp_port(EDITOR_PORT_NAME, editor.port)]),
-            env: Some(vec![env("HOME", HOME_DIR)]),
+            env: Some(vec![
+                env("HOME", HOME_DIR),
+                EnvVar {
+                    name: "PASSWORD".to_owned(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: names.editor_secret.clone(),
+                            key: EDITOR_PASSWORD_KEY.to_owned(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
             resources: Some(resources("100m", "256Mi", "1", "1Gi")),
             readiness_probe: Some(Probe {
                 http_get: Some(http_get("/healthz", EDITOR_PORT_NAME)),
@@ -816,32 +843,56 @@ pub fn desired_network_policy(
     }
     let name = session_name(session)?;
     let names = SessionNames::new(name);
-    let namespace_peer = |key: &str, value: &str| NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
-            match_expressions: None,
-        }),
+    let match_labels = |labels: BTreeMap<String, String>| LabelSelector {
+        match_labels: Some(labels),
+        match_expressions: None,
+    };
+    // The operator's pods: in its namespace and with its labels (both selectors in one peer:
+    // both must match).
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(match_labels(BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_owned(),
+            cfg.operator_namespace.clone(),
+        )]))),
+        pod_selector: Some(match_labels(cfg.operator_pod_labels.clone())),
         ..Default::default()
     };
     Ok(Some(NetworkPolicy {
         metadata: child_meta(session, &names.network_policy)?,
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(name)),
-                match_expressions: None,
-            }),
+            pod_selector: Some(match_labels(selector_labels(name))),
             policy_types: Some(vec!["Ingress".to_owned()]),
+            // Only the agent API, only for the operator. The editor and the agent's metrics
+            // are reached through `kubectl port-forward` (the kubelet, not the pod network).
             ingress: Some(vec![NetworkPolicyIngressRule {
-                // Two peers in one rule: either admits.
-                from: Some(vec![
-                    namespace_peer(NAMESPACE_NAME_LABEL, &cfg.operator_namespace),
-                    namespace_peer(labels::ACCESS, "true"),
-                ]),
-                ports: None,
+                from: Some(vec![operator]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(session.spec.effective_port())),
+                    protocol: Some("TCP".to_owned()),
+                    end_port: None,
+                }]),
             }]),
             egress: None,
         }),
     }))
+}
+
+/// Key of the editor's password in the Secret `<name>-editor`.
+pub const EDITOR_PASSWORD_KEY: &str = "password";
+
+/// The Secret `<name>-editor` holding the editor's login `password` (generated by the caller:
+/// building stays deterministic). Created once, never changed.
+pub fn desired_editor_secret(session: &AgentSession, password: &str) -> Result<Secret, BuildError> {
+    let names = SessionNames::new(session_name(session)?);
+    Ok(Secret {
+        metadata: child_meta(session, &names.editor_secret)?,
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            EDITOR_PASSWORD_KEY.to_owned(),
+            ByteString(password.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    })
 }
 
 /// The session's credentials Secret (`<name>-github`, key `token`), mounted into the pod;
@@ -1561,8 +1612,13 @@ mod tests {
         for c in all_containers(&pod) {
             for e in c.env.iter().flatten() {
                 let from = e.value_from.as_ref();
+                let secret = from.and_then(|f| f.secret_key_ref.as_ref());
+                // The one Secret an env var reads: the editor's own login password.
+                let editor_password = c.name == EDITOR_CONTAINER
+                    && e.name == "PASSWORD"
+                    && secret.is_some_and(|k| k.name == "fix-login-editor" && k.key == "password");
                 assert!(
-                    from.and_then(|f| f.secret_key_ref.as_ref()).is_none(),
+                    secret.is_none() || editor_password,
                     "{}: env {} reads a Secret",
                     c.name,
                     e.name
@@ -1691,7 +1747,7 @@ mod tests {
                     "--bind-addr",
                     "0.0.0.0:8443",
                     "--auth",
-                    "none",
+                    "password",
                     "--disable-telemetry",
                     "/workspace"
                 ]
@@ -1841,10 +1897,16 @@ mod tests {
             json!({
                 "podSelector": {"matchLabels": {"ccplant.io/session": "fix-login"}},
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": [
-                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ccplant-system"}}},
-                    {"namespaceSelector": {"matchLabels": {"ccplant.io/access": "true"}}},
-                ]}],
+                // Only the operator's pods, only to the agent port.
+                "ingress": [{
+                    "from": [{
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ccplant-system"}},
+                        "podSelector": {"matchLabels": {
+                            "app.kubernetes.io/component": "operator",
+                            "app.kubernetes.io/name": "ccplant"}},
+                    }],
+                    "ports": [{"port": 3284, "protocol": "TCP"}],
+                }],
             })
         );
         let mut open = bare_session();

@@ -22,6 +22,7 @@ pub const MAX_LABEL_LENGTH: usize = 63;
 
 const SECRET_SUFFIX: &str = "-github";
 const PVC_SUFFIX: &str = "-workspace";
+const EDITOR_SECRET_SUFFIX: &str = "-editor";
 const DIGIT_PREFIX: &str = "s-";
 
 /// Names of the objects the operator creates for one session.
@@ -35,6 +36,8 @@ pub struct SessionNames {
     pub credentials_secret: String,
     /// The workspace PersistentVolumeClaim (`<name>-workspace`).
     pub workspace_pvc: String,
+    /// The Secret holding the editor's login password (`<name>-editor`).
+    pub editor_secret: String,
     /// The NetworkPolicy isolating the session.
     pub network_policy: String,
     /// Value of the `ccplant.io/session` label on the children (see [`session_label_value`]).
@@ -50,6 +53,7 @@ impl SessionNames {
             service: base.clone(),
             credentials_secret: child_name(session_name, SECRET_SUFFIX),
             workspace_pvc: child_name(session_name, PVC_SUFFIX),
+            editor_secret: child_name(session_name, EDITOR_SECRET_SUFFIX),
             network_policy: base,
             session_label: session_label_value(session_name),
         }
@@ -162,6 +166,7 @@ mod tests {
                 service: "fix-login".into(),
                 credentials_secret: "fix-login-github".into(),
                 workspace_pvc: "fix-login-workspace".into(),
+                editor_secret: "fix-login-editor".into(),
                 network_policy: "fix-login".into(),
                 session_label: "fix-login".into(),
             }

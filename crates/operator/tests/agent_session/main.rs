@@ -156,7 +156,29 @@ async fn session_pods_are_admitted_by_the_restricted_pod_security_standard_witho
                 "editor": {"enabled": true}, "telemetry": {"otlpEndpoint": "http://otel:4317"},
             });
             create_session(&ns, &session("pss", spec)).await;
-            wait_session(&ns, "pss", AgentSessionPhase::Running, T).await;
+            let running = wait_session(&ns, "pss", AgentSessionPhase::Running, T).await;
+            // The editor asks for a login: a random password in the session's own Secret.
+            let login = ns.api::<Secret>().get("pss-editor").await.unwrap();
+            let owner = &login.metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.uid.as_str(), owner.controller), (running.metadata.uid.as_deref().unwrap(), Some(true)));
+            let password = &login.data.as_ref().unwrap()["password"].0;
+            assert!(password.len() == 32 && password.iter().all(u8::is_ascii_alphanumeric));
+            let pod = ns.api::<Pod>().get("pss").await.unwrap();
+            let editor = pod.spec.as_ref().unwrap().containers.iter().find(|c| c.name == "editor").unwrap();
+            let args = editor.args.clone().unwrap();
+            assert!(args.windows(2).any(|w| w == ["--auth", "password"]), "{args:?}");
+            let env = serde_json::to_value(&editor.env).unwrap();
+            assert!(env.as_array().unwrap().contains(&json!({"name": "PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "pss-editor", "key": "password", "optional": false}}})), "{env}");
+            // The agent port admits the operator's pods only; no other port is open.
+            let policy = ns.api::<NetworkPolicy>().get("pss").await.unwrap();
+            assert_eq!(
+                serde_json::to_value(policy.spec.unwrap().ingress).unwrap(),
+                json!([{"from": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ccplant-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator", "app.kubernetes.io/name": "ccplant"}}}],
+                    "ports": [{"port": 3284, "protocol": "TCP"}]}])
+            );
             // The same pod created again by kubectl (server-side dry run) shows the warnings a
             // restricted namespace would print.
             let mut pod = serde_json::to_value(ns.api::<Pod>().get("pss").await.unwrap()).unwrap();

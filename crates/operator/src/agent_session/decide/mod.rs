@@ -206,6 +206,9 @@ pub struct ChildWrites {
     pub delete_network_policy: Option<Delete>,
     /// Created, never updated in place.
     pub pod: Option<Pod>,
+    /// The editor's login Secret `<name>-editor` is made sure of (created with a fresh
+    /// password when absent, never changed) before the pod that reads it.
+    pub editor_secret: bool,
 }
 
 /// What one reconcile does.
@@ -591,7 +594,10 @@ fn with_pod(
         // still terminating is left alone; its deletion (or the short requeue) re-creates it.
         let has_credentials = observed.credentials.source.is_some();
         match desired_pod(session, cfg, &next.status, has_credentials) {
-            Ok(p) => children.pod = Some(p),
+            Ok(p) => {
+                children.pod = Some(p);
+                children.editor_secret = session.spec.editor.as_ref().is_some_and(|e| e.enabled);
+            }
             Err(message) => return rejected_plan(next, &message),
         }
     }

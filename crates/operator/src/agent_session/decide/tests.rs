@@ -239,6 +239,9 @@ fn render(plan: &Plan) -> String {
     if let Some(d) = &c.delete_network_policy {
         writes.push(format!("delete NetworkPolicy{}", at(&d.uid)));
     }
+    if c.editor_secret {
+        writes.push("ensure editor Secret".into());
+    }
     if let Some(p) = &c.pod {
         let before = p.metadata.annotations.as_ref().and_then(|a| {
             a.get(super::super::conversation::DELIVERED_BEFORE_ANNOTATION)
@@ -1604,4 +1607,28 @@ fn a_child_name_taken_by_an_object_the_session_does_not_control_touches_nothing(
     let plan = decide(&s, &observed, at(DAY + 1), &cfg());
     assert_eq!(plan.delete_pod, None);
     assert_eq!(plan.status.phase, Some(AgentSessionPhase::Expired));
+}
+
+#[test]
+fn an_editor_gets_its_login_secret_before_each_pod() {
+    let editor = session(
+        json!({"prompt": "hi", "editor": {"enabled": true}}),
+        Value::Null,
+    );
+    let plan = decide(&editor, &Observed::default(), at(1), &cfg());
+    assert!(plan.children.editor_secret && plan.children.pod.is_some());
+    // Without an editor, or with the pod in place: nothing to make sure of.
+    let plain = session(json!({"prompt": "hi"}), Value::Null);
+    assert!(
+        !decide(&plain, &Observed::default(), at(1), &cfg())
+            .children
+            .editor_secret
+    );
+    let running = decide(
+        &editor,
+        &with_children(Some(PodState::Running)),
+        at(1),
+        &cfg(),
+    );
+    assert!(!running.children.editor_secret && running.children.pod.is_none());
 }
