@@ -182,6 +182,14 @@ pub struct AgentSessionSpec {
     /// Network isolation of the session pod.
     #[serde(default)]
     pub network: NetworkSpec,
+
+    /// The AgentSessionClass of the session: the platform's images, defaults, limits and pod
+    /// placement. Unset: the default class that selects the namespace, else the operator's
+    /// built-in rules (any image; spec.pod may set labels and annotations only; isolation on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
+    #[x_kube(validation = Rule::new(OBJECT_NAME_RULE).message(CLASS_NAME_MESSAGE))]
+    pub class_name: Option<String>,
 }
 
 /// Which agent runs and how.
@@ -758,6 +766,28 @@ impl AgentState {
 impl fmt::Display for AgentState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl PodOverrides {
+    /// The fields set (non-empty).
+    pub fn fields_set(&self) -> Vec<crate::PodOverrideField> {
+        use crate::PodOverrideField as F;
+        [
+            (!self.labels.is_empty(), F::Labels),
+            (!self.annotations.is_empty(), F::Annotations),
+            (!self.node_selector.is_empty(), F::NodeSelector),
+            (!self.tolerations.is_empty(), F::Tolerations),
+            (self.affinity.is_some(), F::Affinity),
+            (self.priority_class_name.is_some(), F::PriorityClassName),
+            (self.runtime_class_name.is_some(), F::RuntimeClassName),
+            (self.service_account_name.is_some(), F::ServiceAccountName),
+            (!self.image_pull_secrets.is_empty(), F::ImagePullSecrets),
+            (self.security_context.is_some(), F::SecurityContext),
+        ]
+        .into_iter()
+        .filter_map(|(set, field)| set.then_some(field))
+        .collect()
     }
 }
 

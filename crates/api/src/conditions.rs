@@ -76,6 +76,8 @@ pub mod reasons {
     /// The GitHub access policy refuses it: a GitHubCredential's rule (namespace, repository,
     /// action, session permissions) or no credential at all; the message names both.
     pub const NOT_ALLOWED: &str = "NotAllowed";
+    /// spec.className names an AgentSessionClass that does not exist (yet).
+    pub const CLASS_NOT_FOUND: &str = "ClassNotFound";
     /// spec.github.credentialName names a GitHubCredential that does not exist (yet).
     pub const CREDENTIAL_NOT_FOUND: &str = "CredentialNotFound";
     /// The GitHubCredential's Secret was found and GitHub answered with its identity.

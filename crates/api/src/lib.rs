@@ -98,6 +98,7 @@
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 mod agent_session;
+mod agent_session_class;
 mod common;
 pub mod conditions;
 mod duration;
@@ -107,6 +108,7 @@ mod schema;
 pub mod validation;
 
 pub use agent_session::*;
+pub use agent_session_class::*;
 pub use common::*;
 pub use duration::*;
 pub use github_credential::*;
@@ -122,5 +124,6 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         AgentSession::crd(),
         GitHubTask::crd(),
         GitHubCredential::crd(),
+        AgentSessionClass::crd(),
     ]
 }

@@ -135,6 +135,9 @@ pub const SECRET_NAMESPACE_MESSAGE: &str =
 /// Message of [`OBJECT_NAME_RULE`] on `github.credentialName`.
 pub const CREDENTIAL_NAME_MESSAGE: &str =
     "credentialName must be a GitHubCredential name: lowercase letters, digits, '-' and '.'";
+/// Message of [`OBJECT_NAME_RULE`] on `className`.
+pub const CLASS_NAME_MESSAGE: &str =
+    "className must be an AgentSessionClass name: lowercase letters, digits, '-' and '.'";
 /// `github`: a credential or a Secret, not both.
 pub const CREDENTIAL_XOR_SECRET_RULE: &str = "!(has(self.credentialName) && has(self.secretRef))";
 /// Message of [`CREDENTIAL_XOR_SECRET_RULE`].

@@ -29,7 +29,7 @@ mod tests {
     fn committed_crds_are_up_to_date_in_both_places() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let docs = crd_documents().unwrap();
-        assert_eq!(docs.len(), 3);
+        assert_eq!(docs.len(), 4);
         for dir in ["crds", "charts/ccplant/crds"] {
             let mut committed: Vec<String> = std::fs::read_dir(root.join(dir))
                 .unwrap()
@@ -62,7 +62,8 @@ mod tests {
             [
                 "agentsessions.ccplant.io.yaml",
                 "githubtasks.ccplant.io.yaml",
-                "githubcredentials.ccplant.io.yaml"
+                "githubcredentials.ccplant.io.yaml",
+                "agentsessionclasses.ccplant.io.yaml"
             ]
         );
     }

@@ -4,7 +4,7 @@
 //! call.
 
 use crate::credentials::SecretLocation;
-use ccplant_api::{GitHubCredential, GitHubSource, PermissionLevel, TaskAction};
+use ccplant_api::{AgentSessionClass, GitHubCredential, GitHubSource, PermissionLevel, TaskAction};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
@@ -165,10 +165,61 @@ fn namespace_labels<'a>(request: &Request<'a>) -> Result<&'a BTreeMap<String, St
 /// Whether the credential's namespaceSelector selects a namespace with `labels`. A selector
 /// that cannot be evaluated selects nothing.
 fn selects(credential: &GitHubCredential, labels: &BTreeMap<String, String>) -> bool {
-    match kube::core::Selector::try_from(credential.spec.namespace_selector.clone()) {
+    selector_selects(&credential.spec.namespace_selector, labels)
+}
+
+fn selector_selects(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    match kube::core::Selector::try_from(selector.clone()) {
         Ok(selector) => selector.matches(labels),
         Err(_) => false,
     }
+}
+
+/// The AgentSessionClass a session in `namespace` (with `labels`; `None`: not in the cache yet)
+/// uses (pure): the one it names, which must select the namespace; else the newest default that
+/// selects it; else none (`Ok(None)`: the operator's built-in rules).
+pub fn resolve_class(
+    named: Option<&str>,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+    classes: &[Arc<AgentSessionClass>],
+) -> Result<Option<Arc<AgentSessionClass>>, Refusal> {
+    let labels = || {
+        labels.ok_or_else(|| {
+            Refusal::NotFound(format!(
+                "namespace {namespace} is not in the operator's cache yet"
+            ))
+        })
+    };
+    if let Some(name) = named {
+        let Some(class) = classes.iter().find(|c| c.name_any() == name) else {
+            return Err(Refusal::NotFound(format!(
+                "AgentSessionClass {name} does not exist"
+            )));
+        };
+        if !selector_selects(&class.spec.namespace_selector, labels()?) {
+            return Err(Refusal::NotAllowed(format!(
+                "AgentSessionClass {name} does not allow namespace {namespace}: its namespaceSelector does not select it"
+            )));
+        }
+        return Ok(Some(class.clone()));
+    }
+    let labels = labels()?;
+    Ok(classes
+        .iter()
+        .filter(|c| c.spec.default && selector_selects(&c.spec.namespace_selector, labels))
+        .max_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .then_with(|| b.name_any().cmp(&a.name_any()))
+        })
+        .cloned())
 }
 
 /// The caches the rules read, shared by every controller of the process.
@@ -176,6 +227,7 @@ fn selects(credential: &GitHubCredential, labels: &BTreeMap<String, String>) -> 
 pub struct PolicyCaches {
     pub credentials: Store<GitHubCredential>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub classes: Store<AgentSessionClass>,
     synced: Vec<watch::Receiver<bool>>,
 }
 
@@ -195,7 +247,8 @@ impl std::fmt::Debug for PolicyFeeds {
 pub struct PolicyFeeds {
     credentials: Writer<GitHubCredential>,
     namespaces: Writer<PartialObjectMeta<Namespace>>,
-    synced: [watch::Sender<bool>; 2],
+    classes: Writer<AgentSessionClass>,
+    synced: [watch::Sender<bool>; 3],
 }
 
 impl PolicyCaches {
@@ -203,18 +256,22 @@ impl PolicyCaches {
     pub fn new() -> (Self, PolicyFeeds) {
         let (credentials, credentials_writer) = reflector::store();
         let (namespaces, namespaces_writer) = reflector::store();
+        let (classes, classes_writer) = reflector::store();
         let (c_tx, c_rx) = watch::channel(false);
         let (n_tx, n_rx) = watch::channel(false);
+        let (k_tx, k_rx) = watch::channel(false);
         (
             Self {
                 credentials,
                 namespaces,
-                synced: vec![c_rx, n_rx],
+                classes,
+                synced: vec![c_rx, n_rx, k_rx],
             },
             PolicyFeeds {
                 credentials: credentials_writer,
                 namespaces: namespaces_writer,
-                synced: [c_tx, n_tx],
+                classes: classes_writer,
+                synced: [c_tx, n_tx, k_tx],
             },
         )
     }
@@ -224,7 +281,18 @@ impl PolicyCaches {
         self.synced[0].clone()
     }
 
-    /// True once both caches completed their first list.
+    /// [`resolve_class`] over the caches.
+    pub fn resolve_class(
+        &self,
+        named: Option<&str>,
+        namespace: &str,
+    ) -> Result<Option<Arc<AgentSessionClass>>, Refusal> {
+        let ns = self.namespaces.get(&ObjectRef::new(namespace));
+        let labels = ns.as_ref().map(|n| n.labels().clone());
+        resolve_class(named, namespace, labels.as_ref(), &self.classes.state())
+    }
+
+    /// True once every cache completed its first list.
     pub fn is_ready(&self) -> bool {
         self.synced.iter().all(|s| *s.borrow())
     }
@@ -275,7 +343,8 @@ impl PolicyFeeds {
 
     /// The watches that fill the caches (standbys keep them warm too, so a new leader decides
     /// at once): the GitHubCredentials as the credential controller's primary stream, and a
-    /// future that watches the metadata of every Namespace until the process ends.
+    /// future that watches the metadata of every Namespace and the AgentSessionClasses until
+    /// the process ends.
     pub fn start(
         self,
         client: kube::Client,
@@ -283,7 +352,26 @@ impl PolicyFeeds {
         futures::stream::BoxStream<'static, Result<GitHubCredential, watcher::Error>>,
         impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        let [c_synced, n_synced] = self.synced;
+        let [c_synced, n_synced, k_synced] = self.synced;
+        let classes = watcher(
+            kube::Api::<AgentSessionClass>::all(client.clone()),
+            crate::context::watch_config(),
+        )
+        .default_backoff()
+        .modify(crate::context::trim_meta)
+        .reflect(self.classes)
+        .for_each(move |event| {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    k_synced.send_replace(true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching AgentSessionClasses failed; retrying")
+                }
+                Ok(_) => {}
+            }
+            futures::future::ready(())
+        });
         let credentials = watcher(
             kube::Api::<GitHubCredential>::all(client.clone()),
             crate::context::watch_config(),
@@ -315,7 +403,9 @@ impl PolicyFeeds {
             }
             futures::future::ready(())
         });
-        (credentials, namespaces)
+        (credentials, async move {
+            futures::join!(namespaces, classes);
+        })
     }
 }
 

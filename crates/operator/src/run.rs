@@ -66,6 +66,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     require_crd(scoped::<GitHubTask>(&client, &probe_ns)).await?;
     require_crd(scoped::<AgentSession>(&client, &probe_ns)).await?;
     require_crd(Api::<GitHubCredential>::all(client.clone())).await?;
+    require_crd(Api::<ccplant_api::AgentSessionClass>::all(client.clone())).await?;
 
     let metrics = Metrics::new();
     let leadership = if args.leader_elect {

@@ -16,7 +16,7 @@ use super::decide::{self, Stage, credentials};
 use super::names::SessionNames;
 use crate::credentials::{CredentialsError, SecretLocation, read_secret};
 use crate::policy::{Grant, PolicyCaches, Purpose, Refusal};
-use ccplant_api::{AgentSession, GitHubSource};
+use ccplant_api::{AgentSession, AgentSessionClass, GitHubSource};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -39,6 +39,20 @@ pub struct Observed {
     pub conflict: Option<String>,
     /// Learned: the finalizer `ccplant.io/revoke-token` was added in this reconcile.
     pub finalizer_added: bool,
+    /// The session's AgentSessionClass (`None`: no class, the built-in rules).
+    pub class: Option<Arc<AgentSessionClass>>,
+    /// Why the session cannot use the class it names (then `class` is `None`).
+    pub class_refusal: Option<Refusal>,
+}
+
+impl Observed {
+    /// The class lookup as [`decide::class::effective`] reads it.
+    pub fn class_lookup(&self) -> decide::class::ClassLookup {
+        match &self.class_refusal {
+            Some(refusal) => Err(refusal.clone()),
+            None => Ok(self.class.clone()),
+        }
+    }
 }
 
 /// The session's children, as their watches last saw them.
@@ -185,7 +199,13 @@ pub async fn observe(
     };
     let stored = session.status.clone().unwrap_or_default();
     let issued_per_status = decide::status::token_issued(&stored);
-    let stage = decide::stage(session, &sctx.config, now);
+    let class = sctx
+        .ctx
+        .policy
+        .resolve_class(session.spec.class_name.as_deref(), &ns);
+    // The stage of the session as its class has it (a default image, a lifetime cap).
+    let effective = decide::class::effective(session, &class).ok();
+    let stage = decide::stage(effective.as_ref().unwrap_or(session), &sctx.config, now);
     let reads = |c: &ObservedCredentials| match &stage {
         Stage::Active => credentials::reads_to_issue(c, now),
         Stage::Invalid(_) => credentials::Reads::default(),
@@ -220,5 +240,7 @@ pub async fn observe(
         refused: None,
         conflict: None,
         finalizer_added: false,
+        class_refusal: class.as_ref().err().cloned(),
+        class: class.ok().flatten(),
     })
 }

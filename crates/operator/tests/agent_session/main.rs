@@ -316,6 +316,8 @@ async fn a_deleted_pod_is_recreated_and_a_deleted_session_takes_its_children_alo
         .with_namespace("ags-gc", |ns| async move {
             let fake = fake_with_repo().await;
             token_secret(&ns).await;
+            session_class(&ns.name, &ns.name, json!({"default": true, "agent": {"images": ["*"]},
+                "network": {"allowIsolationOff": true}})).await;
             let _op = operator(&ns, &fake.url());
             let spec = json!({"agent": {"image": IMAGE}, "repository": {"name": "octo/hello"}, "github": {"secretRef": {"name": SECRET}}});
             create_session(&ns, &session("g", spec)).await;
@@ -437,6 +439,13 @@ async fn a_pod_the_apiserver_refuses_is_reported_without_a_retry_loop() {
     TestEnv::global()
         .with_namespace("ags-refused", |ns| async move {
             let fake = fake_with_repo().await;
+            session_class(
+                &ns.name,
+                &ns.name,
+                json!({"default": true, "agent": {"images": ["*"]},
+                "pod": {"allowedOverrides": ["priorityClassName"]}}),
+            )
+            .await;
             let _op = operator(&ns, &fake.url());
             let spec =
                 json!({"agent": {"image": IMAGE}, "pod": {"priorityClassName": "no-such-class"}});
@@ -535,6 +544,24 @@ async fn github_credential(
     }))
     .unwrap();
     let api: Api<ccplant_api::GitHubCredential> = Api::all(TestEnv::global().client().await);
+    api.create(&PostParams::default(), &c).await.unwrap();
+}
+
+/// An AgentSessionClass `name` selecting only namespace `selects`, with `spec` on top.
+async fn session_class(name: &str, selects: &str, extra: serde_json::Value) {
+    let mut spec = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": selects}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let c: ccplant_api::AgentSessionClass = serde_json::from_value(json!({
+        "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSessionClass",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    let api: Api<ccplant_api::AgentSessionClass> = Api::all(TestEnv::global().client().await);
+    let _ = api.delete(name, &DeleteParams::default()).await;
     api.create(&PostParams::default(), &c).await.unwrap();
 }
 
@@ -856,6 +883,111 @@ async fn objects_with_a_sessions_child_names_it_does_not_control_are_never_touch
             // Nothing the operator made is left over: the namespace's own Service only.
             let count = ns.api::<Service>().list(&Default::default()).await.unwrap().items.len();
             assert_eq!(count, 1, "only the namespace's own Service");
+        })
+        .await;
+}
+
+/// The first Ready condition's reason and message, if any.
+fn ready_reason(s: &AgentSession) -> Option<(String, String)> {
+    s.status.as_ref().and_then(|st| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    })
+}
+
+#[tokio::test]
+async fn a_class_fixes_the_pod_and_refuses_what_it_does_not_allow() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-class", |ns| async move {
+            let fake = fake_with_repo().await;
+            let class = format!("{}-small", ns.name);
+            let elsewhere = format!("{}-elsewhere", ns.name);
+            session_class(&class, &ns.name, json!({"default": true,
+                "agent": {"images": ["ghcr.io/ccplant/*"], "defaultImage": IMAGE,
+                          "maxResources": {"memory": "2Gi"},
+                          "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}},
+                "lifetime": {"maxDuration": "2h"},
+                "pod": {"runtimeClassName": class, "priorityClassName": class,
+                        "serviceAccountName": "agent", "nodeSelector": {"pool": "agents"},
+                        "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
+                        "imagePullSecrets": [{"name": "regcred"}]}}))
+            .await;
+            session_class(&elsewhere, "some-other-namespace", json!({})).await;
+            // What the pod refers to exists (else the apiserver refuses it).
+            let manifest = format!(
+                "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {{name: {rc}}}\nhandler: runsc\n---\n\
+                 apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {{name: {rc}}}\nvalue: 10\n---\n\
+                 apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: agent, namespace: {ns}}}\n",
+                rc = class, ns = ns.name
+            );
+            let file = std::env::temp_dir().join(format!("{}-class-refs.yaml", ns.name));
+            std::fs::write(&file, manifest).unwrap();
+            let out = TestEnv::global().kubectl().args(["apply", "-f"]).arg(&file).output().unwrap();
+            let _ = std::fs::remove_file(&file);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let _op = operator(&ns, &fake.url());
+            create_session(&ns, &session("fixed", json!({"prompt": "hi"}))).await;
+            let refused: [(&str, serde_json::Value, &str, String); 5] = [
+                ("evil-image", json!({"agent": {"image": "docker.io/evil/miner:1"}}), "NotAllowed",
+                 format!("AgentSessionClass {class} does not allow the image docker.io/evil/miner:1: its images are ghcr.io/ccplant/*")),
+                ("too-big", json!({"agent": {"resources": {"limits": {"memory": "8Gi"}}}}), "NotAllowed",
+                 format!("AgentSessionClass {class} allows at most 2Gi of memory: spec.agent.resources.limits.memory is 8Gi")),
+                ("placement", json!({"pod": {"nodeSelector": {"pool": "gpu"}}}), "NotAllowed",
+                 format!("AgentSessionClass {class} does not allow spec.pod.nodeSelector: its allowedOverrides are labels, annotations")),
+                ("other-class", json!({"className": elsewhere}), "NotAllowed",
+                 format!("AgentSessionClass {elsewhere} does not allow namespace {}: its namespaceSelector does not select it", ns.name)),
+                ("no-class", json!({"className": "no-such-class"}), "ClassNotFound",
+                 "AgentSessionClass no-such-class does not exist".to_string()),
+            ];
+            for (name, spec, ..) in &refused {
+                create_session(&ns, &session(name, spec.clone())).await;
+            }
+            for (name, _, reason, message) in &refused {
+                let s = wait_for(&ns.api::<AgentSession>(), name, T, reason, |s: &AgentSession| {
+                    ready_reason(s).is_some_and(|(r, _)| r == *reason)
+                })
+                .await;
+                assert_eq!(ready_reason(&s).unwrap().1, *message, "{name}");
+                assert_eq!(s.status.as_ref().unwrap().phase, Some(AgentSessionPhase::Pending));
+                assert!(ns.api::<Pod>().get_opt(name).await.unwrap().is_none(), "{name}: no pod");
+                if *reason == "NotAllowed" {
+                    assert_eq!(tools_say(&s), "Failed/Degraded", "{name}");
+                    wait_event(&ns, "AgentSession", name, |e| e.0 == "Warning" && e.1 == "NotAllowed").await;
+                }
+            }
+            // What the class fixes is in the pod (the session set none of it).
+            let pod = wait_for(&ns.api::<Pod>(), "fixed", T, "the pod", |_: &Pod| true).await;
+            let spec = serde_json::to_value(pod.spec.unwrap()).unwrap();
+            let agent = spec["containers"].as_array().unwrap().iter().find(|c| c["name"] == "agent").unwrap();
+            assert_eq!(agent["image"], IMAGE);
+            assert_eq!(agent["resources"], json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}));
+            for (field, want) in [
+                ("runtimeClassName", json!(class)),
+                ("priorityClassName", json!(class)),
+                ("serviceAccountName", json!("agent")),
+                ("nodeSelector", json!({"pool": "agents"})),
+                ("imagePullSecrets", json!([{"name": "regcred"}])),
+            ] {
+                assert_eq!(spec[field], want, "{field}");
+            }
+            // The class's toleration first (admission appends its not-ready/unreachable ones).
+            assert_eq!(spec["tolerations"][0], json!({"key": "agents", "operator": "Exists", "effect": "NoSchedule"}));
+            // The lifetime cap: expiresAt is creation + 2h, not the default 24h.
+            let s = ns.api::<AgentSession>().get("fixed").await.unwrap();
+            let st = s.status.unwrap();
+            let (start, expires) = (st.start_time.unwrap().0, st.expires_at.unwrap().0);
+            assert_eq!(expires.as_second() - start.as_second(), 7200);
+            let api: Api<ccplant_api::AgentSessionClass> = Api::all(ns.client.clone());
+            for c in [&class, &elsewhere] {
+                let _ = api.delete(c, &DeleteParams::default()).await;
+            }
+            let _ = TestEnv::global()
+                .kubectl()
+                .args(["delete", "--ignore-not-found", &format!("runtimeclass/{class}"), &format!("priorityclass/{class}")])
+                .output();
         })
         .await;
 }

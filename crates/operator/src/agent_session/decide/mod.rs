@@ -10,6 +10,7 @@
 //! delivered count goes into the status and the next pod) — is planned alone as
 //! [`Plan::first`]; the reconcile performs it and decides again with what it learned.
 
+pub mod class;
 pub mod conversation;
 pub mod credentials;
 pub mod status;
@@ -242,8 +243,74 @@ impl Plan {
     }
 }
 
-/// The plan for `session` (see the module documentation).
+/// The plan for `session` (see the module documentation): for a session that is neither being
+/// deleted nor finished, the plan for the session as its class allows it
+/// ([`class::effective`]), or the class's refusal.
 pub fn decide(
+    session: &AgentSession,
+    observed: &Observed,
+    now: DateTime<Utc>,
+    cfg: &SessionConfig,
+) -> Plan {
+    let finished = session
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p.is_finished());
+    if session.metadata.deletion_timestamp.is_some() || finished {
+        return decide_effective(session, observed, now, cfg);
+    }
+    match class::effective(session, &observed.class_lookup()) {
+        Ok(effective) => decide_effective(&effective, observed, now, cfg),
+        Err(refusal) => class_refused(session, refusal, now, cfg),
+    }
+}
+
+/// A session its class does not allow (or whose class is not there): Pending, nothing
+/// touched; a rule is looked at again in [`NAME_CONFLICT_RETRY`] (a class change does not wake
+/// sessions), a missing class with backoff.
+fn class_refused(
+    session: &AgentSession,
+    refusal: crate::policy::Refusal,
+    now: DateTime<Utc>,
+    cfg: &SessionConfig,
+) -> Plan {
+    use crate::policy::Refusal;
+    let stored = session.status.clone().unwrap_or_default();
+    let mut next = Next::new(&stored, session.metadata.generation, now);
+    let (start, expires_at) = lifetime(session, cfg, now);
+    next.status.start_time = Some(to_k8s(start));
+    next.status.expires_at = Some(to_k8s(expires_at));
+    let (verdict, requeue) = match refusal {
+        Refusal::NotAllowed(message) => (
+            Verdict::new(AgentSessionPhase::Pending, reasons::NOT_ALLOWED, message).stalled(),
+            NAME_CONFLICT_RETRY,
+        ),
+        Refusal::NotFound(message) | Refusal::NoCredential(message) => {
+            let since = ccplant_api::conditions::find_condition(&stored.conditions, types::READY)
+                .filter(|c| c.reason == reasons::CLASS_NOT_FOUND)
+                .map(|c| from_k8s(&c.last_transition_time));
+            (
+                Verdict::new(
+                    AgentSessionPhase::Pending,
+                    reasons::CLASS_NOT_FOUND,
+                    message,
+                ),
+                crate::time::pending_backoff(since, now),
+            )
+        }
+    };
+    next.verdict(&verdict);
+    let event = status::announce(&stored, &next.status);
+    Plan {
+        status: next.status,
+        event,
+        requeue: Some(requeue),
+        ..Plan::default()
+    }
+}
+
+fn decide_effective(
     session: &AgentSession,
     observed: &Observed,
     now: DateTime<Utc>,

@@ -60,6 +60,22 @@ fn cond(type_: &str, status: &str, reason: &str, message: &str, since: i64) -> V
            "lastTransitionTime": t(since), "observedGeneration": 1})
 }
 
+/// A class that allows every override and isolation off.
+fn open_class() -> Arc<ccplant_api::AgentSessionClass> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "ccplant.io/v1alpha1", "kind": "AgentSessionClass",
+            "metadata": {"name": "open"},
+            "spec": {"namespaceSelector": {}, "agent": {"images": ["*"]},
+                     "pod": {"allowedOverrides": ["labels", "annotations", "nodeSelector",
+                         "tolerations", "affinity", "priorityClassName", "runtimeClassName",
+                         "serviceAccountName", "imagePullSecrets", "securityContext"]},
+                     "network": {"allowIsolationOff": true}},
+        }))
+        .unwrap(),
+    )
+}
+
 /// Controlled by the session `s` (uid u1), as its watch shows it.
 fn ours(uid: &str) -> Control {
     Control {
@@ -1075,6 +1091,7 @@ fn a_child_the_apiserver_refused_is_shown_and_looked_at_again_in_five_minutes() 
     );
     let observed = Observed {
         refused: Some("Pod team/s was refused: no PriorityClass with name nope was found".into()),
+        class: Some(open_class()),
         ..Observed::default()
     };
     check(
@@ -1336,17 +1353,35 @@ fn isolation_turned_off_removes_the_network_policy_and_a_spec_change_reapplies_c
         starting_status(),
     );
     s.metadata.generation = Some(1);
+    let open = |mut o: Observed| {
+        o.class = Some(open_class());
+        o
+    };
+    // The built-in rules keep isolation on.
     let plan = decide(&s, &with_children(Some(PodState::Starting)), at(10), &cfg());
+    assert_eq!(plan.status.phase, Some(AgentSessionPhase::Pending));
+    assert!(plan.children.delete_network_policy.is_none());
+    let plan = decide(
+        &s,
+        &open(with_children(Some(PodState::Starting))),
+        at(10),
+        &cfg(),
+    );
     assert!(plan.children.delete_network_policy.is_some());
     assert!(
         plan.children.service.is_none(),
         "unchanged, cached: not applied"
     );
     s.metadata.generation = Some(2);
-    let plan = decide(&s, &with_children(Some(PodState::Starting)), at(10), &cfg());
+    let plan = decide(
+        &s,
+        &open(with_children(Some(PodState::Starting))),
+        at(10),
+        &cfg(),
+    );
     assert!(plan.children.service.is_some(), "the spec changed: applied");
     // A Service with a virtual IP (made by an earlier version) keeps it: clusterIP left out.
-    let mut observed = with_children(Some(PodState::Starting));
+    let mut observed = open(with_children(Some(PodState::Starting)));
     observed.children.service = Some(ServiceSummary {
         headless: false,
         control: ours("service-uid"),
