@@ -37,6 +37,12 @@ use crate::DurationString;
         description = "Used by sessions that name no class"
     ),
     printcolumn(
+        name = "Max Active",
+        type_ = "integer",
+        json_path = ".spec.limits.maxActiveSessionsPerNamespace",
+        description = "Sessions of the class running at once per namespace"
+    ),
+    printcolumn(
         name = "Max Duration",
         type_ = "string",
         json_path = ".spec.lifetime.maxDuration",
@@ -77,6 +83,23 @@ pub struct AgentSessionClassSpec {
     /// Network isolation: whether sessions may turn it off.
     #[serde(default)]
     pub network: ClassNetworkSpec,
+
+    /// How many of the class's sessions may run at once.
+    #[serde(default)]
+    pub limits: ClassLimits,
+}
+
+/// How many sessions of a class run at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::polish_descriptions)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassLimits {
+    /// Sessions of this class running at once in one namespace (a pod that is not finished);
+    /// the others wait, oldest first, as Pending with reason Queued and their place in line in
+    /// the message. A session that ends or suspends frees its place. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_active_sessions_per_namespace: Option<i32>,
 }
 
 /// What a session's agent may be.
@@ -264,5 +287,6 @@ pub fn builtin_class() -> AgentSessionClassSpec {
         lifetime: ClassLifetimeSpec::default(),
         pod: ClassPodSpec::default(),
         network: ClassNetworkSpec::default(),
+        limits: ClassLimits::default(),
     }
 }

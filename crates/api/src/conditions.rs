@@ -76,6 +76,9 @@ pub mod reasons {
     /// The GitHub access policy refuses it: a GitHubCredential's rule (namespace, repository,
     /// action, session permissions) or no credential at all; the message names both.
     pub const NOT_ALLOWED: &str = "NotAllowed";
+    /// The class's limits.maxActiveSessionsPerNamespace is reached: the session waits its turn
+    /// (oldest first); the message gives its place in line.
+    pub const QUEUED: &str = "Queued";
     /// spec.className names an AgentSessionClass that does not exist (yet).
     pub const CLASS_NOT_FOUND: &str = "ClassNotFound";
     /// spec.github.credentialName names a GitHubCredential that does not exist (yet).

@@ -100,6 +100,8 @@ pub struct SessionContext {
     pub children: ChildStores,
     /// The agents of Running sessions.
     pub conversations: Conversations,
+    /// The sessions of the scope, as the primary watch shows them (a class's queue).
+    pub sessions: kube::runtime::reflector::Store<SessionObject>,
     children_ready: tokio::sync::OnceCell<()>,
 }
 
@@ -186,12 +188,23 @@ pub async fn run(
     let agent_triggers = futures::stream::unfold(agent_triggers, |mut rx| async move {
         rx.recv().await.map(|r| (r, rx))
     });
+    // A child's change may free a class's place (a pod ended or went): the sessions queued in
+    // that namespace look at their turn again.
+    let store = primary.store.clone();
+    let child_triggers = child_triggers.flat_map(move |r| {
+        let mut refs = vec![r.clone()];
+        if let Some(ns) = &r.namespace {
+            refs.extend(super::observe::queued_in(&store, ns));
+        }
+        futures::stream::iter(refs)
+    });
     let triggers = futures::stream::select(child_triggers, agent_triggers.boxed());
     let sctx = Arc::new(SessionContext {
         ctx,
         config,
         children,
         conversations,
+        sessions: primary.store.clone(),
         children_ready: tokio::sync::OnceCell::new(),
     });
     sctx.conversations.set_session_store(primary.store.clone());

@@ -43,6 +43,98 @@ pub struct Observed {
     pub class: Option<Arc<AgentSessionClass>>,
     /// Why the session cannot use the class it names (then `class` is `None`).
     pub class_refusal: Option<Refusal>,
+    /// The class's line in the namespace, when it limits how many sessions run at once.
+    pub queue: Option<Queue>,
+}
+
+/// The sessions of a class in one namespace that limits how many run at once.
+#[derive(Clone, Debug, Default)]
+pub struct Queue {
+    pub class: String,
+    pub max: usize,
+    pub peers: Vec<decide::queue::Peer>,
+}
+
+/// The sessions of `namespace` waiting their turn (Ready reason Queued), to look again.
+pub fn queued_in(
+    store: &kube::runtime::reflector::Store<super::controller::SessionObject>,
+    namespace: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<super::controller::SessionObject>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|o| match &**o {
+            crate::guard::Guarded::Valid(s) => Some(s),
+            _ => None,
+        })
+        .filter(|s| s.namespace().as_deref() == Some(namespace))
+        .filter(|s| {
+            s.status.as_ref().is_some_and(|st| {
+                ccplant_api::conditions::find_condition(
+                    &st.conditions,
+                    ccplant_api::conditions::types::READY,
+                )
+                .is_some_and(|c| c.reason == ccplant_api::conditions::reasons::QUEUED)
+            })
+        })
+        .map(|s| super::children::session_ref(s))
+        .collect()
+}
+
+/// The line of `class` in the session's namespace (pure over the caches).
+fn queue_of(
+    session: &AgentSession,
+    class: &AgentSessionClass,
+    sctx: &SessionContext,
+) -> Option<Queue> {
+    let max = usize::try_from(class.spec.limits.max_active_sessions_per_namespace?).ok()?;
+    let ns = session.namespace().unwrap_or_default();
+    let name = class.name_any();
+    let default = sctx.ctx.policy.resolve_class(None, &ns).ok().flatten();
+    let is_default = default.is_some_and(|d| d.name_any() == name);
+    let peers = sctx
+        .sessions
+        .state()
+        .iter()
+        .filter_map(|o| match &**o {
+            crate::guard::Guarded::Valid(s) => Some(s.clone()),
+            _ => None,
+        })
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| match s.spec.class_name.as_deref() {
+            Some(c) => c == name,
+            None => is_default,
+        })
+        .map(|s| {
+            let phase = s.status.as_ref().and_then(|st| st.phase);
+            let wants = s.metadata.deletion_timestamp.is_none()
+                && !s.spec.suspend
+                && !phase.is_some_and(|p| {
+                    p.is_finished() || p == ccplant_api::AgentSessionPhase::Suspended
+                });
+            let uid = s.uid().unwrap_or_default();
+            let holds = sctx
+                .children
+                .pods
+                .get(&ns, &SessionNames::for_session(&s).pod)
+                .is_some_and(|p| p.control.is_of(&uid) && p.state.is_alive());
+            decide::queue::Peer {
+                created: s
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(crate::time::from_k8s),
+                name: s.name_any(),
+                wants,
+                holds,
+            }
+        })
+        .collect();
+    Some(Queue {
+        class: name,
+        max,
+        peers,
+    })
 }
 
 impl Observed {
@@ -240,6 +332,11 @@ pub async fn observe(
         refused: None,
         conflict: None,
         finalizer_added: false,
+        queue: class
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .and_then(|c| queue_of(session, c, sctx)),
         class_refusal: class.as_ref().err().cloned(),
         class: class.ok().flatten(),
     })

@@ -62,6 +62,16 @@ pub enum PodState {
     Failed { reason: String, message: String },
 }
 
+impl PodState {
+    /// Whether the pod may still run an agent (it holds its session's place).
+    pub fn is_alive(&self) -> bool {
+        matches!(
+            self,
+            PodState::Running | PodState::Starting | PodState::Pending { .. }
+        )
+    }
+}
+
 /// Summarizes the session's pod; see the module documentation for the rules.
 pub fn observe_pod(pod: Option<&Pod>) -> PodState {
     let Some(pod) = pod else {

@@ -991,3 +991,60 @@ async fn a_class_fixes_the_pod_and_refuses_what_it_does_not_allow() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_class_runs_at_most_its_limit_and_the_others_wait_their_turn_in_order() {
+    install_crds();
+    TestEnv::global()
+        .with_namespace("ags-queue", |ns| async move {
+            let fake = fake_with_repo().await;
+            let class = format!("{}-two", ns.name);
+            session_class(&class, &ns.name, json!({"default": true, "agent": {"images": ["*"]},
+                "limits": {"maxActiveSessionsPerNamespace": 2}})).await;
+            let _op = operator(&ns, &fake.url());
+            let names = ["q1", "q2", "q3", "q4", "q5"];
+            for name in names {
+                create_session(&ns, &session(name, json!({"agent": {"image": IMAGE}}))).await;
+                // Distinct creation seconds: the line is by creation time, then name.
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            for name in ["q1", "q2"] {
+                wait_session(&ns, name, AgentSessionPhase::Running, T).await;
+            }
+            for (name, place) in [("q3", "1st"), ("q4", "2nd"), ("q5", "3rd")] {
+                let s = wait_for(&ns.api::<AgentSession>(), name, T, "Queued", |s: &AgentSession| {
+                    ready_reason(s).is_some_and(|(r, m)| r == "Queued" && m.starts_with(place))
+                })
+                .await;
+                assert_eq!(
+                    ready_reason(&s).unwrap().1,
+                    format!("{place} in line: AgentSessionClass {class} runs at most 2 sessions at once in namespace {}, and 2 are running", ns.name)
+                );
+                assert_eq!(s.status.as_ref().unwrap().phase, Some(AgentSessionPhase::Pending));
+                assert_eq!(tools_say(&s), "InProgress/Progressing", "{name}");
+                assert!(ns.api::<Pod>().get_opt(name).await.unwrap().is_none(), "{name}: no pod yet");
+            }
+            // q1 ends: q3 (first in line) starts, q4 and q5 move up.
+            let ended = std::time::Instant::now();
+            exit_pod(&ns, "q1", "0").await;
+            wait_for(&ns.api::<Pod>(), "q3", T, "q3's pod", |_: &Pod| true).await;
+            let started_after = ended.elapsed();
+            println!("queue: the next session's pod was created {started_after:?} after the pod of the one that ended exited");
+            assert!(started_after < Duration::from_secs(3), "{started_after:?}");
+            wait_session(&ns, "q1", AgentSessionPhase::Succeeded, T).await;
+            for (name, place) in [("q4", "1st"), ("q5", "2nd")] {
+                wait_for(&ns.api::<AgentSession>(), name, T, "moved up", |s: &AgentSession| {
+                    ready_reason(s).is_some_and(|(r, m)| r == "Queued" && m.starts_with(place))
+                })
+                .await;
+            }
+            // Suspending a running one frees its place too.
+            let patch = json!({"spec": {"suspend": true}});
+            ns.api::<AgentSession>().patch("q2", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            wait_for(&ns.api::<Pod>(), "q4", T, "q4's pod", |_: &Pod| true).await;
+            assert!(ns.api::<Pod>().get_opt("q5").await.unwrap().is_none());
+            let api: Api<ccplant_api::AgentSessionClass> = Api::all(ns.client.clone());
+            let _ = api.delete(&class, &DeleteParams::default()).await;
+        })
+        .await;
+}

@@ -13,6 +13,7 @@
 pub mod class;
 pub mod conversation;
 pub mod credentials;
+pub mod queue;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -586,6 +587,27 @@ fn active(g: &Given<'_>, mut next: Next) -> Plan {
             ..Plan::default()
         };
     }
+    if let Some(q) = &observed.queue
+        && let queue::Turn::Wait { place, active, max } =
+            queue::turn(&session.name_any(), &q.peers, q.max)
+    {
+        // Nothing is made until its turn: a child's change in the namespace wakes it.
+        let message = format!(
+            "{} in line: AgentSessionClass {} runs at most {max} sessions at once in namespace {}, and {active} are running",
+            queue::ordinal(place),
+            q.class,
+            session.namespace().unwrap_or_default()
+        );
+        next.verdict(&Verdict::new(
+            AgentSessionPhase::Pending,
+            reasons::QUEUED,
+            message,
+        ));
+        return Plan {
+            status: next.status,
+            ..Plan::default()
+        };
+    }
     let mut requeue = until(expires_at, now);
     match credentials::decide(session, &observed.credentials, now) {
         credentials::Decision::Issue(issue) => return Plan::first(First::Token(issue)),
@@ -900,10 +922,7 @@ fn infrastructure(g: &Given<'_>) -> Result<ChildWrites, String> {
 
 /// Whether the pod may still run an agent.
 fn alive(state: &PodState) -> bool {
-    matches!(
-        state,
-        PodState::Running | PodState::Starting | PodState::Pending { .. }
-    )
+    state.is_alive()
 }
 
 /// The pod to delete: there is one, it is the session's own, and it is not going already.
