@@ -190,6 +190,7 @@ fn watch_rules() -> BTreeMap<String, BTreeSet<String>> {
 fn policy_rules() -> BTreeMap<String, BTreeSet<String>> {
     expected(&[
         ("ccplant.io/githubcredentials", &["list", "watch"]),
+        ("ccplant.io/agentsessionclasses", &["list", "watch"]),
         ("ccplant.io/githubcredentials/status", &["patch"]),
         ("/namespaces", &["list", "watch"]),
     ])
@@ -269,6 +270,8 @@ fn helm_lint_strict_is_clean_with_defaults_and_with_every_option() {
             "githubCredentials[0].secretRef.name=github-app",
             "githubCredentials[0].namespaceSelector.matchLabels.team=a",
             "githubCredentials[0].repositories[0]=acme/*",
+            "admission.failurePolicy=Ignore",
+            "admission.validationActions={Warn,Audit}",
         ][..],
     ] {
         let out = Command::new(helm_bin())
@@ -310,6 +313,7 @@ fn default_render_is_a_two_replica_leader_elected_least_privilege_operator() {
     assert_eq!(
         kinds(&docs),
         [
+            "AgentSessionClass",
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
@@ -317,7 +321,9 @@ fn default_render_is_a_two_replica_leader_elected_least_privilege_operator() {
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
         .into_iter()
         .map(String::from)
@@ -418,6 +424,7 @@ fn default_render_is_a_two_replica_leader_elected_least_privilege_operator() {
             "--github-api-url=https://api.github.com",
             "--github-timeout=30s",
             "--max-session-duration=24h",
+            "--operator-pod-labels=app.kubernetes.io/component=operator,app.kubernetes.io/instance=ccplant,app.kubernetes.io/name=ccplant",
             "--session-concurrency=16",
             "--task-concurrency=8",
             "--log-format=json",
@@ -495,9 +502,11 @@ fn every_option_renders_namespaced_rbac_monitoring_and_no_pdb_for_one_replica() 
         "priorityClassName=system-cluster-critical",
         "nodeSelector.pool=ops",
         "podAnnotations.team=platform",
+        "admission.enabled=false",
     ]);
     let k = kinds(&docs);
     assert!(!k.contains("PodDisruptionBudget"), "{k:?}");
+    assert!(!k.contains("ValidatingAdmissionPolicy"), "{k:?}");
     // Cluster-wide: only the policy's reads (GitHubCredentials, Namespaces).
     let cluster_roles: Vec<&str> = all_of(&docs, "ClusterRole")
         .iter()
@@ -673,6 +682,15 @@ fn the_values_schema_refuses_bad_values_with_a_readable_message() {
         ),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
+        (
+            "admission.failurePolicy=Never",
+            "at '/admission/failurePolicy'",
+        ),
+        // The apiserver refuses Deny together with Warn.
+        (
+            "admission.validationActions={Deny,Warn}",
+            "at '/admission/validationActions': 'not' failed",
+        ),
     ] {
         let out = helm_template(&[set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -935,54 +953,61 @@ async fn installs_scoped_to_watched_namespaces_without_cluster_wide_rights() {
             let ns_name = ns.name.clone();
             let watched_name = watched.name.clone();
             let scope = ns.clone();
-            with_release(env, &ns, &["replicaCount=1", &set], |release| async move {
-                let ns = scope;
-                wait_for(
-                    &ns.api::<Deployment>(),
-                    &release,
-                    T,
-                    "1 replica available",
-                    |d: &Deployment| {
-                        d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)
-                    },
-                )
-                .await;
-                let role = watched.api::<Role>().get(&release).await.unwrap();
-                assert_eq!(
-                    rule_map(&serde_json::to_value(&role).unwrap()),
-                    watch_rules()
-                );
-                watched.api::<RoleBinding>().get(&release).await.unwrap();
-                let cluster_roles: Api<ClusterRole> = Api::all(ns.client.clone());
-                assert!(cluster_roles.get_opt(&release).await.unwrap().is_none());
+            // The cluster-wide install of this control plane already renders the class
+            // "default" (cluster-scoped, like the CRDs): this release renders none.
+            with_release(
+                env,
+                &ns,
+                &["replicaCount=1", &set, "sessionClasses=null"],
+                |release| async move {
+                    let ns = scope;
+                    wait_for(
+                        &ns.api::<Deployment>(),
+                        &release,
+                        T,
+                        "1 replica available",
+                        |d: &Deployment| {
+                            d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)
+                        },
+                    )
+                    .await;
+                    let role = watched.api::<Role>().get(&release).await.unwrap();
+                    assert_eq!(
+                        rule_map(&serde_json::to_value(&role).unwrap()),
+                        watch_rules()
+                    );
+                    watched.api::<RoleBinding>().get(&release).await.unwrap();
+                    let cluster_roles: Api<ClusterRole> = Api::all(ns.client.clone());
+                    assert!(cluster_roles.get_opt(&release).await.unwrap().is_none());
 
-                let sa = format!("system:serviceaccount:{ns_name}:{release}");
-                assert_sa_can(
-                    env,
-                    &sa,
-                    &[
-                        (
-                            &["list", "agentsessions.ccplant.io", "-n", &watched_name],
-                            true,
-                        ),
-                        (
-                            &["watch", "githubtasks.ccplant.io", "-n", &watched_name],
-                            true,
-                        ),
-                        (&["create", "pods", "-n", &watched_name], true),
-                        (&["get", "secrets", "-n", &watched_name], true),
-                        (&["list", "secrets", "-n", &watched_name], false),
-                        (&["list", "agentsessions.ccplant.io", "-A"], false),
-                        (&["list", "agentsessions.ccplant.io", "-n", &ns_name], false),
-                        (&["create", "pods", "-n", "elsewhere"], false),
-                        (&["get", "secrets", "-n", "elsewhere"], false),
-                        (
-                            &["create", "leases.coordination.k8s.io", "-n", &ns_name],
-                            true,
-                        ),
-                    ],
-                );
-            })
+                    let sa = format!("system:serviceaccount:{ns_name}:{release}");
+                    assert_sa_can(
+                        env,
+                        &sa,
+                        &[
+                            (
+                                &["list", "agentsessions.ccplant.io", "-n", &watched_name],
+                                true,
+                            ),
+                            (
+                                &["watch", "githubtasks.ccplant.io", "-n", &watched_name],
+                                true,
+                            ),
+                            (&["create", "pods", "-n", &watched_name], true),
+                            (&["get", "secrets", "-n", &watched_name], true),
+                            (&["list", "secrets", "-n", &watched_name], false),
+                            (&["list", "agentsessions.ccplant.io", "-A"], false),
+                            (&["list", "agentsessions.ccplant.io", "-n", &ns_name], false),
+                            (&["create", "pods", "-n", "elsewhere"], false),
+                            (&["get", "secrets", "-n", "elsewhere"], false),
+                            (
+                                &["create", "leases.coordination.k8s.io", "-n", &ns_name],
+                                true,
+                            ),
+                        ],
+                    );
+                },
+            )
             .await;
         })
         .await;

@@ -62,11 +62,15 @@ admin_kubeconfig="$(sed -n 's/^export KUBECONFIG=//p' <<<"$up")"
 export KUBECONFIG="$admin_kubeconfig"
 audit_log="$dir/logs/audit.log"
 
-log "installing the CRDs and the chart (defaults: cluster-wide, ${RELEASE} in ${NAMESPACE})"
+log "installing the CRDs and the chart (defaults: cluster-wide, ${RELEASE} in ${NAMESPACE}; admission policies off)"
 "$kubectl" apply -f crds/ >&2
 "$kubectl" wait --for=condition=Established --timeout=60s \
   crd/agentsessions.ccplant.io crd/githubtasks.ccplant.io >&2
-"$helm" install "$RELEASE" charts/ccplant -n "$NAMESPACE" --create-namespace --wait=false >/dev/null
+# Without the chart's admission policies: the controller tests create, on purpose, objects those
+# policies refuse (e.g. a GitHubTask naming a credential that does not select its namespace, to
+# prove the operator's own NotAllowed check); crates/operator/tests/admission.rs tests them.
+"$helm" install "$RELEASE" charts/ccplant -n "$NAMESPACE" --create-namespace --wait=false \
+  --set admission.enabled=false >/dev/null
 "$kubectl" get serviceaccount "$SERVICE_ACCOUNT" -n "$NAMESPACE" -o name >&2
 
 # A kubeconfig for the ServiceAccount: same server and CA as the admin one, a bound token read
