@@ -17,21 +17,34 @@
 //! time or the agent's last message changed (a chatty agent). Each publish triggers one
 //! reconcile; decisions (completion, idle timeout) read the live state, so they are exact.
 //!
-//! Concurrency is bounded: connects and requests take a permit of one semaphore; an
-//! established event stream holds none. Unreachable agents are retried with an exponential
-//! backoff (1 s doubling to 60 s), one attempt per step.
+//! Concurrency is bounded: connects and requests take a permit of one semaphore until their
+//! response headers arrived ([`AgentApi`]); bodies and established event streams hold none.
+//! Unreachable agents are retried with an exponential backoff (1 s doubling to 60 s), one
+//! attempt per step.
+//!
+//! One agent never slows another (DESIGN §7.3): what it answers is bounded and counted against
+//! the process-wide budget ([`super::limits`]); an answer over a limit ends the connected
+//! period with `AgentReachable=False` (reason `ResponseTooLarge`, `BudgetExhausted` or
+//! `Timeout`) and the usual backoff; counting the outbox is linear in the conversation
+//! ([`OutboxCount`]); the locks shared with the reconciler guard plain state, are never held
+//! across an await, and hold no work proportional to an answer's size; every wait of a worker
+//! but a send in flight ends when it is told to stop.
 
-use super::agentapi::{AgentApi, AgentError, AgentEvent, Message, Role, Status};
+use super::agentapi::{
+    AgentApi, AgentError, AgentEvent, Conversation, Message, Role, Status, message_hash,
+};
 use super::controller::SessionObject;
+use super::limits::{AgentLimits, MemoryBudget};
+use super::outbox_count::OutboxCount;
 use ccplant_api::{AgentSession, AgentState, AgentStatus};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -46,12 +59,14 @@ pub const ACTIVITY_GAP: Duration = Duration::from_secs(30);
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How long a stopping worker may finish a send in flight (the pod is about to go: its count
-/// must be right for the next pod).
-const STOP_GRACE: Duration = Duration::from_secs(super::agentapi::POST_TIMEOUT.as_secs() + 2);
-/// The same at shutdown: the next leader re-reads the same agent's conversation anyway, and the
-/// lease should pass quickly.
+/// How long a stopping worker may take beyond its send in flight's deadline (the pod is about
+/// to go: its count must be right for the next pod).
+const STOP_MARGIN: Duration = Duration::from_secs(2);
+/// How long a worker may finish a send in flight at shutdown: the next leader re-reads the
+/// same agent's conversation anyway, and the lease should pass quickly.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Events taken at once before the worker acts (and yields to the runtime).
+const EVENT_BATCH: usize = 256;
 
 /// Whether the agent API answers, as `AgentReachable` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,19 +176,24 @@ pub fn initial_view(target: &Target) -> View {
     }
 }
 
-/// Agent API connects and requests in flight at once, over every session of the process.
+/// The agent API client every session of the process shares: its permits (connects and
+/// requests in flight at once), limits and memory budget.
 #[derive(Clone, Debug)]
 pub struct AgentPool {
     api: AgentApi,
-    permits: Arc<Semaphore>,
 }
 
 impl AgentPool {
-    /// `concurrency`: `--agent-concurrency`, shared by every namespace scope.
+    /// `concurrency`: `--agent-concurrency`, shared by every namespace scope; the default
+    /// limits and budget.
     pub fn new(concurrency: usize) -> Self {
+        Self::with_limits(concurrency, AgentLimits::default(), MemoryBudget::default())
+    }
+
+    /// Like [`AgentPool::new`], with these per-agent limits and this process-wide budget.
+    pub fn with_limits(concurrency: usize, limits: AgentLimits, budget: MemoryBudget) -> Self {
         Self {
-            api: AgentApi::new(),
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            api: AgentApi::new(concurrency, limits, budget),
         }
     }
 }
@@ -249,9 +269,13 @@ struct Live {
     /// Whether this worker reached it: decisions wait for that.
     verified: bool,
     status: Option<Status>,
+    /// Hashes of the outbox entries this pod's agent should have (`outbox[base..]`).
+    expected: Vec<u64>,
     /// User messages of the agent's conversation, by id (a hash of the trimmed text: a long
-    /// conversation costs 16 bytes a message).
-    user_messages: BTreeMap<i64, u64>,
+    /// conversation costs 16 bytes a message), matched against `expected`.
+    count: OutboxCount,
+    /// Most user messages kept (the agent's conversation is over the limit beyond).
+    max_messages: usize,
     /// Outbox entries found in the conversation (this pod only).
     delivered_here: usize,
     idle_since: Option<DateTime<Utc>>,
@@ -266,6 +290,11 @@ struct Live {
 
 impl Live {
     fn new(target: &Target, now: DateTime<Utc>) -> Self {
+        Self::with_expected(target, now, expected_hashes(&target.outbox, target.base))
+    }
+
+    /// `expected`: [`expected_hashes`] of the target's outbox.
+    fn with_expected(target: &Target, now: DateTime<Utc>, expected: Vec<u64>) -> Self {
         let seed = &target.seed;
         let status = match seed.state {
             Some(AgentState::Working) => Some(Status::Running),
@@ -283,7 +312,9 @@ impl Live {
             reached,
             verified: false,
             status,
-            user_messages: BTreeMap::new(),
+            expected,
+            count: OutboxCount::default(),
+            max_messages: AgentLimits::default().max_messages,
             delivered_here: seed.delivered.saturating_sub(target.base),
             idle_since: None,
             last_delivery: None,
@@ -345,17 +376,19 @@ impl Live {
         }
     }
 
-    /// Recounts the outbox entries found among the agent's user messages, in order.
-    fn recount(&mut self, outbox: &[String]) {
-        let expected = outbox.get(self.base..).unwrap_or_default();
-        let mut n = 0;
-        for seen in self.user_messages.values() {
-            if n < expected.len() && *seen == message_hash(&expected[n]) {
-                n += 1;
-            }
-        }
-        // Never less than confirmed: the stream may show a delivered message late.
-        self.delivered_here = self.delivered_here.max(n);
+    /// The outbox changed (its length, and the hashes of `outbox[base..]`): entries are only
+    /// ever appended, so counting goes on from where it was.
+    fn set_outbox(&mut self, len: usize, expected: Vec<u64>) {
+        self.outbox_len = len;
+        self.expected = expected;
+        self.count.outbox_changed(&self.expected);
+        self.confirm();
+    }
+
+    /// Takes the count: never less than confirmed, the stream may show a delivered message
+    /// late.
+    fn confirm(&mut self) {
+        self.delivered_here = self.delivered_here.max(self.count.matched());
     }
 
     fn activity(&mut self, at: DateTime<Utc>) {
@@ -364,41 +397,123 @@ impl Live {
         }
     }
 
-    /// A message of the agent's conversation, read from `/messages` or the event stream. Its
-    /// own time is activity (it tells what happened while nobody watched); a change of the
-    /// agent's message seen as it happens (`as_it_happens`) is activity now.
-    fn saw_message(
-        &mut self,
-        m: &Message,
-        outbox: &[String],
-        as_it_happens: bool,
-        now: DateTime<Utc>,
-    ) {
+    /// A user message of the conversation; `Err(max)` when it would be one more than the
+    /// conversation may have.
+    fn saw_user(&mut self, id: i64, hash: u64) -> Result<(), usize> {
+        if self.count.len() >= self.max_messages && !self.count.knows(id) {
+            return Err(self.max_messages);
+        }
+        if self.count.saw(id, hash, &self.expected) {
+            self.confirm();
+        }
+        Ok(())
+    }
+
+    /// The agent's message `id` (its [`summary`]); a change seen as it happens
+    /// (`as_it_happens`) is activity now.
+    fn saw_agent(&mut self, id: i64, summary: &str, as_it_happens: bool, now: DateTime<Utc>) {
+        if id < self.last_agent_id {
+            return;
+        }
+        self.last_agent_id = id;
+        if self.last_agent_message.as_deref() != Some(summary) {
+            self.last_agent_message = Some(summary.to_owned());
+            if as_it_happens {
+                self.activity(now);
+            }
+        }
+    }
+
+    /// A message of the event stream. Its own time is activity (it tells what happened while
+    /// nobody watched).
+    fn saw(&mut self, m: &Seen, as_it_happens: bool, now: DateTime<Utc>) -> Result<(), usize> {
         if let Some(t) = m.time {
             self.activity(t.min(now));
         }
-        match m.role {
-            Role::User => {
-                let hash = message_hash(&m.content);
-                if self.user_messages.insert(m.id, hash) != Some(hash) {
-                    self.recount(outbox);
-                }
+        match &m.what {
+            SeenWhat::User(hash) => self.saw_user(m.id, *hash),
+            SeenWhat::Agent(summary) => {
+                self.saw_agent(m.id, summary, as_it_happens, now);
+                Ok(())
             }
-            Role::Agent if m.id >= self.last_agent_id => {
-                self.last_agent_id = m.id;
-                // Redacted before the cut: a token at the 500-character boundary must not
-                // leave a tail too short to be recognised.
-                let short = AgentStatus::truncate_agent_message(&crate::redact::tokens(&m.content));
-                if self.last_agent_message.as_deref() != Some(short.as_str()) {
-                    self.last_agent_message = Some(short);
-                    if as_it_happens {
-                        self.activity(now);
-                    }
-                }
-            }
-            Role::Agent => {}
         }
     }
+
+    /// What `/messages` showed.
+    fn saw_conversation(&mut self, c: &SeenConversation, now: DateTime<Utc>) -> Result<(), usize> {
+        if let Some(t) = c.latest {
+            self.activity(t.min(now));
+        }
+        for (id, hash) in &c.user {
+            self.saw_user(*id, *hash)?;
+        }
+        if let Some((id, summary)) = &c.last_agent {
+            self.saw_agent(*id, summary, false, now);
+        }
+        Ok(())
+    }
+}
+
+/// A message as the live state takes it, made before its lock is taken (hashing and
+/// redacting cost time in proportion to the text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    id: i64,
+    time: Option<DateTime<Utc>>,
+    what: SeenWhat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SeenWhat {
+    User(u64),
+    Agent(String),
+}
+
+impl Seen {
+    fn of(m: &Message) -> Seen {
+        Seen {
+            id: m.id,
+            time: m.time,
+            what: match m.role {
+                Role::User => SeenWhat::User(message_hash(&m.content)),
+                Role::Agent => SeenWhat::Agent(summary(&m.content)),
+            },
+        }
+    }
+}
+
+/// `/messages` as the live state takes it (see [`Seen`]).
+#[derive(Debug)]
+struct SeenConversation {
+    user: Vec<(i64, u64)>,
+    last_agent: Option<(i64, String)>,
+    latest: Option<DateTime<Utc>>,
+}
+
+impl SeenConversation {
+    fn of(c: Conversation) -> Self {
+        Self {
+            last_agent: c.last_agent.map(|m| (m.id, summary(&m.content))),
+            user: c.user,
+            latest: c.latest,
+        }
+    }
+}
+
+/// What `status.agent.lastAgentMessage` shows of an agent message: redacted before the cut, so
+/// a token at the 500-character boundary cannot leave a tail too short to be recognised.
+fn summary(text: &str) -> String {
+    AgentStatus::truncate_agent_message(&crate::redact::tokens(text))
+}
+
+/// Hashes of the outbox entries a pod whose agent got `base` of them before should receive.
+fn expected_hashes(outbox: &[String], base: usize) -> Vec<u64> {
+    outbox
+        .get(base..)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| message_hash(e))
+        .collect()
 }
 
 /// `r` with its message redacted (it may quote the agent's answer).
@@ -410,15 +525,6 @@ fn redacted_reachability(r: &Reachability) -> Reachability {
         },
         other => other.clone(),
     }
-}
-
-/// agentapi keeps a user message as sent, modulo surrounding whitespace: messages compare by
-/// a hash of their trimmed text.
-fn message_hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.trim().hash(&mut h);
-    h.finish()
 }
 
 impl Conversations {
@@ -447,20 +553,48 @@ impl Conversations {
 
     /// The session's worker, if one was started.
     pub fn observe(&self, session_uid: &str) -> Option<Worker> {
-        let workers = lock(&self.workers);
-        let h = workers.get(session_uid)?;
+        // The registry's lock is not held while one worker's state is read: every reconcile
+        // takes it.
+        let (pod_uid, addr, alive, outbox, shared) = {
+            let workers = lock(&self.workers);
+            let h = workers.get(session_uid)?;
+            (
+                h.pod_uid,
+                h.addr,
+                !h.task.is_finished(),
+                h.outbox.borrow().clone(),
+                h.shared.clone(),
+            )
+        };
         Some(Worker {
-            pod_uid: h.pod_uid,
-            addr: h.addr,
-            alive: !h.task.is_finished(),
-            outbox: h.outbox.borrow().clone(),
-            view: h.shared.view(),
+            pod_uid,
+            addr,
+            alive,
+            outbox,
+            view: shared.view(),
+        })
+    }
+
+    /// Whether the session's worker runs for this pod with this outbox (nothing to do).
+    fn is_current(&self, target: &Target) -> bool {
+        let workers = lock(&self.workers);
+        workers.get(&target.session_uid).is_some_and(|h| {
+            h.pod_uid == target.pod_uid
+                && h.addr == target.addr
+                && !h.task.is_finished()
+                && **h.outbox.borrow() == target.outbox
         })
     }
 
     /// Starts the worker of a Running session, hands a running one the new outbox, or replaces
     /// one that talks to another pod.
     pub fn ensure(&self, target: Target) {
+        if self.is_current(&target) {
+            return;
+        }
+        // Hashed before any lock is taken (in proportion to the outbox's text).
+        let expected = expected_hashes(&target.outbox, target.base);
+        let max_messages = self.pool.api.limits().max_messages;
         let mut workers = lock(&self.workers);
         if let Some(h) = workers.get(&target.session_uid) {
             if h.pod_uid == target.pod_uid && h.addr == target.addr && !h.task.is_finished() {
@@ -468,8 +602,7 @@ impl Conversations {
                     // The live state counts the new entries before the worker wakes.
                     {
                         let mut live = lock(&h.shared.live);
-                        live.outbox_len = target.outbox.len();
-                        live.recount(&target.outbox);
+                        live.set_outbox(target.outbox.len(), expected);
                         live.activity(Utc::now());
                     }
                     h.outbox.send_replace(Arc::new(target.outbox));
@@ -481,7 +614,8 @@ impl Conversations {
                 old.task.abort();
             }
         }
-        let live = Live::new(&target, target.started);
+        let mut live = Live::with_expected(&target, target.started, expected);
+        live.max_messages = max_messages;
         let shared = Arc::new(Shared {
             published: Mutex::new(live.snapshot()),
             live: Mutex::new(live),
@@ -497,7 +631,6 @@ impl Conversations {
             registry: Arc::downgrade(&self.workers),
             generation,
             api: self.pool.api.clone(),
-            permits: self.pool.permits.clone(),
             shared: shared.clone(),
             trigger: self.trigger.clone(),
             sessions: lock(&self.sessions).clone(),
@@ -531,7 +664,8 @@ impl Conversations {
     /// Stops the session's worker, letting a request in flight finish, and returns its last
     /// state.
     pub async fn stop(&self, session_uid: &str) -> Option<Snapshot> {
-        self.stop_within(session_uid, STOP_GRACE).await
+        let grace = self.pool.api.limits().post_timeout + STOP_MARGIN;
+        self.stop_within(session_uid, grace).await
     }
 
     async fn stop_within(&self, session_uid: &str, grace: Duration) -> Option<Snapshot> {
@@ -562,7 +696,6 @@ struct WorkerTask {
     registry: std::sync::Weak<Mutex<HashMap<String, Handle>>>,
     generation: u64,
     api: AgentApi,
-    permits: Arc<Semaphore>,
     shared: Arc<Shared>,
     trigger: mpsc::UnboundedSender<ObjectRef<SessionObject>>,
     sessions: Option<Store<SessionObject>>,
@@ -660,10 +793,15 @@ impl WorkerTask {
         {
             let mut live = lock(&self.shared.live);
             // The error may quote the agent's answer (an HTTP error body).
-            live.reachable = Reachability::Unreachable {
+            let now = Reachability::Unreachable {
                 reason: e.reason().to_string(),
                 message: crate::redact::owned(e.to_string()),
             };
+            if e.is_over_limit() && live.reachable != now {
+                // Once per change, not per attempt: the operator's side of a flood.
+                warn!(reason = e.reason(), error = %e, "agent answer refused");
+            }
+            live.reachable = now;
             if live.status.is_some() {
                 self.status_before_break = live.status;
             }
@@ -676,30 +814,27 @@ impl WorkerTask {
     /// One connected period: the event stream, deliveries, publishes.
     async fn connected(&mut self) -> Ended {
         let addr = self.target.addr;
-        let events = {
-            let _permit = self.permits.acquire().await;
-            let events = self.api.events(addr).await;
-            self.metrics.agent_connect(events.is_ok());
-            match events {
-                Ok(s) => s,
-                Err(e) => return Ended::Broken(e),
-            }
+        let mut stop = self.stop.clone();
+        let events = tokio::select! {
+            events = self.api.events(addr) => events,
+            _ = stop.changed() => return Ended::Stopped,
+        };
+        self.metrics.agent_connect(events.is_ok());
+        let events = match events {
+            Ok(s) => s,
+            Err(e) => return Ended::Broken(e),
         };
         let mut events = std::pin::pin!(events);
         // What the agent already has, before anything is sent (operator restart).
-        if let Err(e) = self.sync_messages().await {
-            return Ended::Broken(e);
-        }
-        {
-            let mut live = lock(&self.shared.live);
-            if !live.reached {
-                info!("agent reachable");
+        tokio::select! {
+            synced = self.sync_messages() => {
+                if let Err(e) = synced {
+                    return Ended::Broken(e);
+                }
             }
-            live.reachable = Reachability::Reachable;
-            live.reached = true;
-            live.verified = true;
+            _ = stop.changed() => return Ended::Stopped,
         }
-        self.maybe_publish();
+        // Reachable once the stream's replay ends with the agent's status (first event).
         let mut first_status = true;
         let mut retry_at: Option<Instant> = None;
         let mut refusals: u32 = 0;
@@ -716,7 +851,8 @@ impl WorkerTask {
                         refusals = refusals.saturating_add(1);
                         refusals_pending_status = true;
                     }
-                    Err(e) if e.is_refusal() || e.ambiguous() => {
+                    // Over a limit: reported (the connection ends), whatever the request.
+                    Err(e) if !e.is_over_limit() && (e.is_refusal() || e.ambiguous()) => {
                         // Refused (the agent was not waiting after all, or rejects the
                         // message) or the answer lost: retried with backoff, and the next
                         // attempt re-reads the conversation first.
@@ -740,11 +876,17 @@ impl WorkerTask {
                     }
                     Some(Err(e)) => return Ended::Broken(e),
                     Some(Ok(ev)) => {
-                        let mut status = self.on_event(ev, &mut first_status);
-                        // Take every event already buffered before acting.
-                        while let Some(Some(more)) = futures::FutureExt::now_or_never(events.next()) {
-                            match more {
-                                Ok(ev) => status |= self.on_event(ev, &mut first_status),
+                        let mut status = match self.on_event(ev, &mut first_status) {
+                            Ok(status) => status,
+                            Err(e) => return Ended::Broken(e),
+                        };
+                        // Take the events already buffered (a batch at most) before acting.
+                        for _ in 0..EVENT_BATCH {
+                            let Some(Some(more)) = futures::FutureExt::now_or_never(events.next()) else {
+                                break;
+                            };
+                            match more.and_then(|ev| self.on_event(ev, &mut first_status)) {
+                                Ok(s) => status |= s,
                                 Err(e) => return Ended::Broken(e),
                             }
                         }
@@ -767,11 +909,16 @@ impl WorkerTask {
         }
     }
 
-    /// Applies one event; true for a status event.
-    fn on_event(&mut self, ev: AgentEvent, first_status: &mut bool) -> bool {
+    /// Applies one event; true for a status event. The first status event of a connection
+    /// ends the stream's replay: the agent is reachable from then on.
+    fn on_event(&mut self, ev: AgentEvent, first_status: &mut bool) -> Result<bool, AgentError> {
         let now = Utc::now();
         let is_status = matches!(ev, AgentEvent::Status(_));
-        let outbox = self.outbox.borrow().clone();
+        // Hashed or summarized before the lock is taken.
+        let seen = match &ev {
+            AgentEvent::Message(m) => Some(Seen::of(m)),
+            _ => None,
+        };
         let mut live = lock(&self.shared.live);
         match ev {
             AgentEvent::Status(s) => {
@@ -779,6 +926,12 @@ impl WorkerTask {
                     // The state the agent is in, not a change: an idle agent has been idle
                     // since the stored status said so, or at least since its last message.
                     *first_status = false;
+                    if !live.reached {
+                        info!("agent reachable");
+                    }
+                    live.reachable = Reachability::Reachable;
+                    live.reached = true;
+                    live.verified = true;
                     live.status = Some(s);
                     if s == Status::Stable {
                         // Idle since: the stored status's word on the first connection; after
@@ -802,25 +955,27 @@ impl WorkerTask {
                 }
             }
             // Before the first status event the stream replays the conversation.
-            AgentEvent::Message(m) => live.saw_message(&m, &outbox, !*first_status, now),
+            AgentEvent::Message(_) => {
+                if let Some(seen) = &seen
+                    && let Err(max) = live.saw(seen, !*first_status, now)
+                {
+                    return Err(too_many(self.target.addr, "/events", max));
+                }
+            }
             AgentEvent::Other => {}
         }
-        is_status
+        Ok(is_status)
     }
 
     /// `GET /messages` into the live state.
-    async fn sync_messages(&mut self) -> Result<(), AgentError> {
-        let messages = {
-            let _permit = self.permits.acquire().await;
-            self.api.messages(self.target.addr).await?
-        };
-        let outbox = self.outbox.borrow().clone();
-        let mut live = lock(&self.shared.live);
+    async fn sync_messages(&self) -> Result<(), AgentError> {
+        let addr = self.target.addr;
+        let conversation = self.api.messages(addr).await?;
+        let seen = SeenConversation::of(conversation);
         let now = Utc::now();
-        for m in messages {
-            live.saw_message(&m, &outbox, false, now);
-        }
-        Ok(())
+        lock(&self.shared.live)
+            .saw_conversation(&seen, now)
+            .map_err(|max| too_many(addr, "/messages", max))
     }
 
     /// Sends the next outbox entry when the agent waits for input: confirmed against
@@ -852,11 +1007,8 @@ impl WorkerTask {
             i
         };
         let addr = self.target.addr;
-        let (_permit, status) = tokio::select! {
-            r = async {
-                let permit = self.permits.acquire().await;
-                (permit, self.api.status(addr).await)
-            } => r,
+        let status = tokio::select! {
+            r = self.api.status(addr) => r,
             _ = stop.changed() => return Ok(Delivery::Nothing),
         };
         if status? != Status::Stable {
@@ -908,6 +1060,15 @@ impl WorkerTask {
         } else {
             self.publish_at = Some(self.publish_at.map_or(due, |t| t.min(due)));
         }
+    }
+}
+
+/// The conversation has more user messages than the operator keeps.
+fn too_many(addr: SocketAddr, path: &'static str, max: usize) -> AgentError {
+    AgentError::TooLarge {
+        addr,
+        path,
+        what: format!("more than {max} messages"),
     }
 }
 
@@ -964,13 +1125,11 @@ mod tests {
             (5, " two\n"),
             (7, "four"),
         ] {
-            live.user_messages.insert(id, message_hash(text));
+            live.saw_user(id, message_hash(text)).unwrap();
         }
-        live.recount(&t.outbox);
         // "four" comes before the second "two" was seen: it does not count.
         assert_eq!(live.delivered(), 2);
-        live.user_messages.insert(9, message_hash("two"));
-        live.recount(&t.outbox);
+        live.saw_user(9, message_hash("two")).unwrap();
         assert_eq!(live.delivered(), 3);
     }
 
@@ -978,12 +1137,10 @@ mod tests {
     fn a_new_pod_counts_from_its_base() {
         let t = target(&["prompt", "a", "b"], 2);
         let mut live = Live::new(&t, Utc::now());
-        live.recount(&t.outbox);
         assert_eq!(live.delivered(), 2);
         assert_eq!(live.facts().pending, 1);
         // The fresh agent's history does not contain "prompt" or "a": only "b" counts.
-        live.user_messages.insert(1, message_hash("b"));
-        live.recount(&t.outbox);
+        live.saw_user(1, message_hash("b")).unwrap();
         assert_eq!(live.delivered(), 3);
         assert_eq!(live.facts().pending, 0);
     }
@@ -1003,8 +1160,7 @@ mod tests {
         );
         live.verified = true;
         assert_eq!(live.facts().settled_since, None, "prompt pending");
-        live.user_messages.insert(1, message_hash("prompt"));
-        live.recount(&t.outbox);
+        live.saw_user(1, message_hash("prompt")).unwrap();
         let later = now + chrono::Duration::seconds(5);
         live.last_delivery = Some(later);
         assert_eq!(live.facts().settled_since, Some(later));
@@ -1111,7 +1267,7 @@ mod tests {
             role: Role::Agent,
             time: None,
         };
-        live.saw_message(&m, &[], true, now);
+        live.saw(&Seen::of(&m), true, now).unwrap();
         let kept = live.snapshot().last_agent_message.unwrap();
         assert_eq!(
             kept,
@@ -1142,6 +1298,82 @@ mod tests {
                 message: "HTTP 401: ghp_[REDACTED]".into(),
             }
         );
+    }
+
+    #[test]
+    fn appended_entries_are_counted_from_where_the_count_was() {
+        let t = target(&["prompt"], 0);
+        let mut live = Live::new(&t, Utc::now());
+        for (id, text) in [(1, "prompt"), (3, "typed by hand"), (5, "next")] {
+            live.saw_user(id, message_hash(text)).unwrap();
+        }
+        assert_eq!(live.delivered(), 1);
+        // "next" was seen before it was in the outbox: the append finds it.
+        let grown: Vec<String> = ["prompt", "next", "last"].map(String::from).to_vec();
+        live.set_outbox(grown.len(), expected_hashes(&grown, 0));
+        assert_eq!((live.delivered(), live.facts().pending), (2, 1));
+    }
+
+    #[test]
+    fn a_conversation_over_the_message_limit_is_refused_and_known_messages_are_not() {
+        let t = target(&["a", "b"], 0);
+        let mut live = Live::new(&t, Utc::now());
+        live.max_messages = 2;
+        live.saw_user(1, message_hash("a")).unwrap();
+        live.saw_user(2, message_hash("x")).unwrap();
+        assert_eq!(
+            live.saw_user(3, message_hash("b")),
+            Err(2),
+            "a third message"
+        );
+        assert_eq!(
+            live.saw_user(2, message_hash("b")),
+            Ok(()),
+            "a known id changes its text"
+        );
+        assert_eq!(live.delivered(), 2);
+        let c = SeenConversation {
+            user: vec![(1, message_hash("a")), (4, message_hash("y"))],
+            last_agent: Some((5, "done".into())),
+            latest: None,
+        };
+        assert_eq!(live.saw_conversation(&c, Utc::now()), Err(2));
+    }
+
+    #[test]
+    fn a_read_conversation_counts_like_its_messages_one_by_one() {
+        let now = Utc::now();
+        let early = now - chrono::Duration::seconds(30);
+        let t = target(&["fix it", "test it"], 0);
+        let c = Conversation {
+            user: vec![(1, message_hash("fix it")), (3, message_hash(" test it "))],
+            last_agent: Some(Message {
+                id: 4,
+                content: "working".into(),
+                role: Role::Agent,
+                time: Some(early),
+            }),
+            latest: Some(early),
+            entries: 4,
+        };
+        let mut live = Live::new(&t, early - chrono::Duration::seconds(60));
+        live.saw_conversation(&SeenConversation::of(c), now)
+            .unwrap();
+        assert_eq!(live.delivered(), 2);
+        assert_eq!(live.last_agent_message.as_deref(), Some("working"));
+        assert_eq!(
+            live.last_activity, early,
+            "its time is activity; reading it is not"
+        );
+        // An older agent message does not replace the newer one.
+        let older = Message {
+            id: 2,
+            content: "thinking".into(),
+            role: Role::Agent,
+            time: None,
+        };
+        live.saw(&Seen::of(&older), true, now).unwrap();
+        assert_eq!(live.last_agent_message.as_deref(), Some("working"));
     }
 
     #[test]

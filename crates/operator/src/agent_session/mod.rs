@@ -12,6 +12,8 @@ pub mod controller;
 pub mod conversation;
 pub mod credentials;
 pub mod decide;
+pub mod limits;
 pub mod names;
 pub mod observe;
+pub mod outbox_count;
 pub mod pod_state;

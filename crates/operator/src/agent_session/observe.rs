@@ -77,7 +77,7 @@ pub fn queued_in(
                 .is_some_and(|c| c.reason == ccplant_api::conditions::reasons::QUEUED)
             })
         })
-        .map(|s| super::children::session_ref(s))
+        .map(super::children::session_ref)
         .collect()
 }
 

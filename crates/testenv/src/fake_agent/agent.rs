@@ -288,6 +288,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     wake: Notify,
     pub events_sent: AtomicU64,
+    /// Body bytes written by [`Mode::Flood`] answers.
+    pub flood_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -378,6 +380,7 @@ impl FakeAgent {
             state: Mutex::new(State::new(script)),
             wake: Notify::new(),
             events_sent: AtomicU64::new(0),
+            flood_bytes: AtomicU64::new(0),
         });
         let tasks = Tasks {
             server: tokio::spawn(http::serve(listener, shared.clone())),
@@ -436,6 +439,11 @@ impl FakeAgent {
     /// Server-sent events written to subscribers' streams (replays included).
     pub fn events_sent(&self) -> u64 {
         self.inner.shared.events_sent.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes its [`Mode::Flood`] answers wrote so far (as the client read them).
+    pub fn flood_bytes(&self) -> u64 {
+        self.inner.shared.flood_bytes.load(Ordering::Relaxed)
     }
 
     /// Event streams currently subscribed (a disconnected one counts until the next event).

@@ -6,6 +6,7 @@
 
 use super::Mode;
 use super::agent::{AgentStatus, Message, PostRefusal, Shared};
+use super::flood::Flooded;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
 use http::{Method, Request, Response, StatusCode};
@@ -205,6 +206,16 @@ async fn handle(
         Mode::Refuse(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return Ok(problem(status, &host, &refusal, Vec::new()));
+        }
+        Mode::Flood(flood) => {
+            let flooded = match endpoint {
+                Endpoint::Messages => Flooded::Messages,
+                Endpoint::Events => Flooded::Events,
+                _ => Flooded::Any,
+            };
+            if let Some(response) = super::flood::answer(&shared, flood, flooded) {
+                return Ok(response);
+            }
         }
     }
     if !delay.is_zero() {

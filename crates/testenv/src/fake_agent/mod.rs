@@ -7,13 +7,15 @@
 //! the agent is `running` is a 500 `application/problem+json` whose `errors[0].message` says
 //! "failed to send message: message can only be sent when the agent is waiting for user input".
 //! What the agent does is scripted ([`Script`]): how long it boots and works on a message, how
-//! often its reply changes while it works, and whether it answers at all ([`Mode`]).
+//! often its reply changes while it works, and whether it answers at all ([`Mode`]) — or
+//! floods the operator with what no agentapi sends ([`Flood`]).
 //!
 //! [`AgentHost`] watches a namespace's session pods and runs a [`FakeAgent`] at each pod's
 //! `status.podIP` and `agent` port, for the lifetime of the pod; with
 //! [`crate::TestEnv::global_with_loopback_pods`] those IPs are loopback addresses the test binds.
 
 mod agent;
+mod flood;
 mod host;
 mod http;
 
@@ -150,6 +152,24 @@ pub enum Mode {
     Drop,
     /// Accept connections and read requests, and never answer them.
     Hang,
+    /// Answer what no agentapi sends (on the endpoints the flood names; the others as
+    /// [`Mode::Serve`]).
+    Flood(Flood),
+}
+
+/// What a flooding agent sends ([`Mode::Flood`]). Bodies are generated as the client reads
+/// them: a flood costs the test process no memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    /// `GET /messages` answers `entries` messages of `bytes` characters each (agent and user
+    /// alternately), and `GET /events` replays them as `message_update` events (and never
+    /// sends the status that ends a replay).
+    HugeMessages { entries: usize, bytes: usize },
+    /// `GET /events` answers `data: ` and then one line that never ends, as fast as it is read.
+    EndlessLine,
+    /// Every request is answered with its headers at once, then one byte every `every`,
+    /// never finishing.
+    SlowDrip { every: Duration },
 }
 
 /// A user message that `POST /message` accepted.
