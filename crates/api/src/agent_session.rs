@@ -118,7 +118,8 @@ fn default_true() -> bool {
 #[x_kube(
     validation = Rule::new(MESSAGES_APPEND_ONLY_RULE).message(MESSAGES_APPEND_ONLY_MESSAGE),
     validation = Rule::new(PROMPT_IMMUTABLE_RULE).message(PROMPT_IMMUTABLE_MESSAGE),
-    validation = Rule::new(DISTINCT_PORTS_RULE).message(DISTINCT_PORTS_MESSAGE)
+    validation = Rule::new(DISTINCT_PORTS_RULE).message(DISTINCT_PORTS_MESSAGE),
+    validation = Rule::new(CONVERSATION_SIZE_RULE).message(CONVERSATION_SIZE_MESSAGE)
 )]
 pub struct AgentSessionSpec {
     /// The agent: which one, its image, command, port, environment and resources.
@@ -911,6 +912,13 @@ impl AgentSessionSpec {
                 .all(|m| !m.is_empty() && m.chars().count() <= MAX_MESSAGE_LENGTH),
             "spec.messages",
             "entries must be 1 to 16384 characters long",
+        );
+        let conversation = self.prompt.as_ref().map_or(0, String::len)
+            + self.messages.iter().map(String::len).sum::<usize>();
+        v.check(
+            conversation <= MAX_CONVERSATION_BYTES,
+            "spec",
+            CONVERSATION_SIZE_MESSAGE,
         );
         v.check_duration(Some(&self.completion.idle_for), "spec.completion.idleFor");
         if let Some(repo) = &self.repository {

@@ -34,6 +34,8 @@
 //! | AgentSession | `spec` | CEL, on update | `messages is append-only: existing entries cannot be changed or removed` |
 //! | AgentSession | `spec` | CEL, on update | `prompt cannot be changed, added or removed after creation: send follow-ups with messages` |
 //! | AgentSession | `spec` | CEL | `agent.port, editor.port and telemetry.metricsPort must be different from each other` |
+//! | AgentSession | `spec` | CEL | `prompt and messages may hold at most 1 MiB together (UTF-8 bytes): the object must stay well below etcd's size limit; start a new session for a longer conversation` |
+//! | AgentSession | `spec.className` | CEL | `className must be an AgentSessionClass name: lowercase letters, digits, '-' and '.'` |
 //! | AgentSession | `spec.repository.name` | CEL | `repository must be "owner/repo"` |
 //! | AgentSession | `spec.repository.ref` | CEL | `ref must be a branch, tag or commit SHA (letters, digits, '.', '_', '-', '+' and '/')` |
 //! | AgentSession | `spec.repository.workBranch` | CEL | `workBranch must be a valid git branch name (letters, digits, '.', '_', '-', '+' and '/')` |
@@ -58,6 +60,8 @@
 //! | AgentSession | `spec.repository.name` | required | `Required value` |
 //! | AgentSession | `spec.repository.depth` | >= 1 | `spec.repository.depth in body should be greater than or equal to 1` |
 //! | AgentSession | `spec.pod.securityContext.runAsUser` | >= 1 | `spec.pod.securityContext.runAsUser in body should be greater than or equal to 1` |
+//! | AgentSessionClass | `spec.lifetime.maxDuration` | CEL | `must be a positive duration such as 90s, 30m or 24h` |
+//! | AgentSessionClass | `spec.lifetime.idleTimeout` | CEL | `must be a positive duration such as 90s, 30m or 24h` |
 //! | GitHubTask | `spec` | CEL, on update | `spec is immutable: a GitHubTask is one-shot, create a new one instead` |
 //! | GitHubTask | `spec` | CEL | `exactly one action must be set: createIssue, createPullRequest, approveAndMerge or comment` |
 //! | GitHubTask | `spec.repository` | CEL | `repository must be "owner/repo" or "repo"` |

@@ -67,6 +67,13 @@ pub const SESSION_NAME_MESSAGE: &str =
 
 /// `AgentSession.spec`: `messages` only grows.
 pub const MESSAGES_APPEND_ONLY_RULE: &str = "!has(oldSelf.messages) || oldSelf.messages.size() == 0 || (has(self.messages) && self.messages.size() >= oldSelf.messages.size() && oldSelf.messages.all(i, m, self.messages[i] == m))";
+/// The most the prompt and all messages may hold together, in bytes: well below etcd's object
+/// limit (1.5 MiB by default) with room for the rest of the object.
+pub const MAX_CONVERSATION_BYTES: usize = 1 << 20;
+/// `AgentSession.spec`: prompt + messages within [`MAX_CONVERSATION_BYTES`] (UTF-8 bytes).
+pub const CONVERSATION_SIZE_RULE: &str = "(has(self.prompt) ? size(bytes(self.prompt)) : 0) + (has(self.messages) ? self.messages.map(m, size(bytes(m))).sum() : 0) <= 1048576";
+/// Message of [`CONVERSATION_SIZE_RULE`].
+pub const CONVERSATION_SIZE_MESSAGE: &str = "prompt and messages may hold at most 1 MiB together (UTF-8 bytes): the object must stay well below etcd's size limit; start a new session for a longer conversation";
 /// Message of [`MESSAGES_APPEND_ONLY_RULE`].
 pub const MESSAGES_APPEND_ONLY_MESSAGE: &str =
     "messages is append-only: existing entries cannot be changed or removed";

@@ -98,6 +98,14 @@ fn cases() -> Vec<Case> {
     vec![
         // Repository format.
         Case {
+            rule: "session prompt + messages at most 1 MiB",
+            kind: Kind::Session,
+            // 60 messages of 16384 three-byte characters: 2.8 MiB, each entry within its own limit.
+            bad: json!({"messages": vec!["€".repeat(16384); 60]}),
+            good: json!({"messages": vec!["€".repeat(16384); 20]}),
+            expect: &["prompt and messages may hold at most 1 MiB together"],
+        },
+        Case {
             rule: "session repository owner/repo",
             kind: Session,
             bad: json!({"repository": {"name": "hello-world"}}),
