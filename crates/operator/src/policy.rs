@@ -90,17 +90,11 @@ pub fn resolve(
         }
         GitHubSource::Default => {
             let labels = namespace_labels(request)?;
-            let newest = credentials
-                .iter()
-                .filter(|c| c.spec.default && selects(c, labels))
-                .max_by(|a, b| {
-                    a.metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0)
-                        .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                        .then_with(|| b.name_any().cmp(&a.name_any()))
-                });
+            let newest = newest(
+                credentials
+                    .iter()
+                    .filter(|c| c.spec.default && selects(c, labels)),
+            );
             let Some(found) = newest else {
                 return Err(Refusal::NoCredential(format!(
                     "no default GitHubCredential selects namespace {ns}: set spec.github.credentialName or spec.github.secretRef"
@@ -208,18 +202,26 @@ pub fn resolve_class(
         return Ok(Some(class.clone()));
     }
     let labels = labels()?;
-    Ok(classes
-        .iter()
-        .filter(|c| c.spec.default && selector_selects(&c.spec.namespace_selector, labels))
-        .max_by(|a, b| {
-            a.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                .then_with(|| b.name_any().cmp(&a.name_any()))
-        })
-        .cloned())
+    Ok(newest(
+        classes
+            .iter()
+            .filter(|c| c.spec.default && selector_selects(&c.spec.namespace_selector, labels)),
+    )
+    .cloned())
+}
+
+/// The most recently created of `defaults` (ties: the first name), as with StorageClasses.
+fn newest<'a, K: kube::Resource + 'a>(
+    defaults: impl Iterator<Item = &'a Arc<K>>,
+) -> Option<&'a Arc<K>> {
+    defaults.max_by(|a, b| {
+        a.meta()
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&b.meta().creation_timestamp.as_ref().map(|t| t.0))
+            .then_with(|| b.name_any().cmp(&a.name_any()))
+    })
 }
 
 /// The caches the rules read, shared by every controller of the process.
@@ -353,25 +355,12 @@ impl PolicyFeeds {
         impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let [c_synced, n_synced, k_synced] = self.synced;
-        let classes = watcher(
+        let classes = feed(
             kube::Api::<AgentSessionClass>::all(client.clone()),
-            crate::context::watch_config(),
-        )
-        .default_backoff()
-        .modify(crate::context::trim_meta)
-        .reflect(self.classes)
-        .for_each(move |event| {
-            match event {
-                Ok(watcher::Event::InitDone) => {
-                    k_synced.send_replace(true);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching AgentSessionClasses failed; retrying")
-                }
-                Ok(_) => {}
-            }
-            futures::future::ready(())
-        });
+            self.classes,
+            k_synced,
+            "AgentSessionClasses",
+        );
         let credentials = watcher(
             kube::Api::<GitHubCredential>::all(client.clone()),
             crate::context::watch_config(),
@@ -386,27 +375,49 @@ impl PolicyFeeds {
         })
         .applied_objects()
         .boxed();
-        let namespaces = watcher(
+        let namespaces = feed(
             kube::Api::<PartialObjectMeta<Namespace>>::all(client),
-            crate::context::watch_config(),
-        )
-        .default_backoff()
-        .modify(crate::context::trim_meta)
-        .reflect(self.namespaces)
-        .for_each(move |event| {
-            match event {
-                Ok(watcher::Event::InitDone) => {
-                    n_synced.send_replace(true);
-                }
-                Err(e) => tracing::warn!(error = %e, "watching Namespaces failed; retrying"),
-                Ok(_) => {}
-            }
-            futures::future::ready(())
-        });
+            self.namespaces,
+            n_synced,
+            "Namespaces",
+        );
         (credentials, async move {
             futures::join!(namespaces, classes);
         })
     }
+}
+
+/// A watch that keeps `writer`'s cache current until the process ends, marking `synced` once
+/// its first list is complete.
+fn feed<K>(
+    api: kube::Api<K>,
+    writer: Writer<K>,
+    synced: watch::Sender<bool>,
+    what: &'static str,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, crate::context::watch_config())
+        .default_backoff()
+        .modify(crate::context::trim_meta)
+        .reflect(writer)
+        .for_each(move |event| {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    synced.send_replace(true);
+                }
+                Err(e) => tracing::warn!(error = %e, "watching {what} failed; retrying"),
+                Ok(_) => {}
+            }
+            futures::future::ready(())
+        })
 }
 
 #[cfg(test)]

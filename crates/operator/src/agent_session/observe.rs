@@ -107,17 +107,22 @@ fn queue_of(
         })
         .map(|s| {
             let phase = s.status.as_ref().and_then(|st| st.phase);
+            let uid = s.uid().unwrap_or_default();
+            let pod = sctx
+                .children
+                .pods
+                .get(&ns, &SessionNames::for_session(&s).pod)
+                .filter(|p| p.control.is_of(&uid));
+            let holds = pod.as_ref().is_some_and(|p| p.state.is_alive());
+            // Its agent exited: the session is ending (its status may not say so yet), and
+            // must not take the place it just freed.
+            let ended = pod.as_ref().is_some_and(|p| p.state.is_finished());
             let wants = s.metadata.deletion_timestamp.is_none()
+                && !ended
                 && !s.spec.suspend
                 && !phase.is_some_and(|p| {
                     p.is_finished() || p == ccplant_api::AgentSessionPhase::Suspended
                 });
-            let uid = s.uid().unwrap_or_default();
-            let holds = sctx
-                .children
-                .pods
-                .get(&ns, &SessionNames::for_session(&s).pod)
-                .is_some_and(|p| p.control.is_of(&uid) && p.state.is_alive());
             decide::queue::Peer {
                 created: s
                     .metadata

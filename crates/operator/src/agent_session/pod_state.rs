@@ -63,6 +63,11 @@ pub enum PodState {
 }
 
 impl PodState {
+    /// Whether the pod's containers ended (Succeeded or Failed).
+    pub fn is_finished(&self) -> bool {
+        matches!(self, PodState::Succeeded | PodState::Failed { .. })
+    }
+
     /// Whether the pod may still run an agent (it holds its session's place).
     pub fn is_alive(&self) -> bool {
         matches!(

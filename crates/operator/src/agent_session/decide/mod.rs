@@ -277,11 +277,7 @@ fn class_refused(
     cfg: &SessionConfig,
 ) -> Plan {
     use crate::policy::Refusal;
-    let stored = session.status.clone().unwrap_or_default();
-    let mut next = Next::new(&stored, session.metadata.generation, now);
-    let (start, expires_at) = lifetime(session, cfg, now);
-    next.status.start_time = Some(to_k8s(start));
-    next.status.expires_at = Some(to_k8s(expires_at));
+    let (stored, mut next, _) = next_status(session, cfg, now);
     let (verdict, requeue) = match refusal {
         Refusal::NotAllowed(message) => (
             Verdict::new(AgentSessionPhase::Pending, reasons::NOT_ALLOWED, message).stalled(),
@@ -311,17 +307,27 @@ fn class_refused(
     }
 }
 
+/// The stored status, the next one begun from it with the start and exact expiry, and the expiry.
+fn next_status(
+    session: &AgentSession,
+    cfg: &SessionConfig,
+    now: DateTime<Utc>,
+) -> (AgentSessionStatus, Next, DateTime<Utc>) {
+    let stored = session.status.clone().unwrap_or_default();
+    let mut next = Next::new(&stored, session.metadata.generation, now);
+    let (start, expires_at) = lifetime(session, cfg, now);
+    next.status.start_time = Some(to_k8s(start));
+    next.status.expires_at = Some(to_k8s(expires_at));
+    (stored, next, expires_at)
+}
+
 fn decide_effective(
     session: &AgentSession,
     observed: &Observed,
     now: DateTime<Utc>,
     cfg: &SessionConfig,
 ) -> Plan {
-    let stored = session.status.clone().unwrap_or_default();
-    let mut next = Next::new(&stored, session.metadata.generation, now);
-    let (start, expires_at) = lifetime(session, cfg, now);
-    next.status.start_time = Some(to_k8s(start));
-    next.status.expires_at = Some(to_k8s(expires_at));
+    let (stored, mut next, expires_at) = next_status(session, cfg, now);
     let given = Given {
         session,
         observed,

@@ -36,7 +36,8 @@ pub fn turn(me: &str, peers: &[Peer], max: usize) -> Turn {
     let Some(mine) = peers.iter().find(|p| p.name == me) else {
         return Turn::Go;
     };
-    if mine.holds {
+    // Holding a place, or not waiting for one (ending: the rest of `decide` finishes it).
+    if mine.holds || !mine.wants {
         return Turn::Go;
     }
     let active = peers.iter().filter(|p| p.holds).count();
@@ -94,7 +95,17 @@ mod tests {
             active,
             max: 2,
         };
-        let cases: [(&str, Vec<Peer>, &str, Turn); 9] = [
+        let cases: [(&str, Vec<Peer>, &str, Turn); 10] = [
+            (
+                "one ending while every place is taken is not queued",
+                {
+                    let mut p = five(&["b", "c"]);
+                    p[0].wants = false;
+                    p
+                },
+                "a",
+                Turn::Go,
+            ),
             (
                 "nobody runs yet: the oldest two go",
                 five(&[]),
